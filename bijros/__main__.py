@@ -1,0 +1,3 @@
+from bijros.cli import main
+
+raise SystemExit(main())

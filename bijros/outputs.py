@@ -1,0 +1,84 @@
+"""Writing a registration's results to a folder, all or nothing.
+
+Files (see README "Outputs"): displacement.nii.gz (ITK/ANTs displacement field: vectors in
+LPS millimetres, resampling convention), affine.tfm (ITK text transform, same convention),
+warped.nii.gz, labels.nii.gz (+ labels.csv), jacobian.nii.gz, report.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bijros.errors import InputError
+from bijros.image import Image
+from bijros.io import LPS_TO_RAS, save_image, to_sitk, write_label_table
+
+OUTPUT_FILES = ("displacement.nii.gz", "affine.tfm", "warped.nii.gz", "labels.nii.gz", "labels.csv",
+                "jacobian.nii.gz", "report.json")
+
+
+def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` if needed and check we can write there, before any work is done."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is a file; give a folder path.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".bijros-write-test-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"Cannot write to the output folder {out}: {exc.strerror or exc}. Choose a writable folder.") from exc
+    return out
+
+
+def write_displacement(displacement_ras_mm: np.ndarray, reference: Image, path: Path) -> None:
+    """ITK displacement field (vectors in LPS mm) on ``reference``'s grid."""
+    import SimpleITK as sitk
+
+    lps = displacement_ras_mm.astype(np.float64) * np.array([-1.0, -1.0, 1.0])
+    sitk.WriteImage(to_sitk(reference, lps, is_vector=True), str(path), True)
+
+
+def affine_to_itk(affine_ras: np.ndarray):
+    """SimpleITK AffineTransform (LPS) equal to a fixed->moving RAS 4x4 matrix."""
+    import SimpleITK as sitk
+
+    flip = LPS_TO_RAS  # its own inverse
+    lps = flip @ affine_ras @ flip
+    tx = sitk.AffineTransform(3)
+    tx.SetMatrix(tuple(lps[:3, :3].ravel()))
+    tx.SetTranslation(tuple(lps[:3, 3]))
+    return tx
+
+
+def write_outputs(result, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write every output into ``out_dir`` atomically (a hidden temp folder, then renames)."""
+    import SimpleITK as sitk
+
+    out = prepare_out_dir(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=".bijros-partial-", dir=out))
+    written: dict[str, Path] = {}
+    try:
+        write_displacement(result.displacement_ras_mm, result.fixed, tmp / "displacement.nii.gz")
+        sitk.WriteTransform(affine_to_itk(result.affine_ras), str(tmp / "affine.tfm"))
+        save_image(result.warped, tmp / "warped.nii.gz")
+        save_image(result.jacobian, tmp / "jacobian.nii.gz")
+        if result.labels is not None:
+            save_image(result.labels, tmp / "labels.nii.gz")
+            if result.labels.label_table is not None:
+                present = sorted(int(v) for v in np.unique(result.labels.array))
+                write_label_table(result.labels.label_table.subset(present), tmp / "labels.csv")
+        (tmp / "report.json").write_text(json.dumps(result.report, indent=2) + "\n", encoding="utf-8")
+        for name in OUTPUT_FILES:
+            if (tmp / name).exists():
+                os.replace(tmp / name, out / name)
+                written[name] = out / name
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return written

@@ -1,0 +1,96 @@
+"""Geometry helpers in torch: voxel grids, resampling between world grids, pyramids.
+
+Shapes: volumes are ``(C, I, J, K)`` or ``(1, C, I, J, K)`` tensors indexed like the
+numpy arrays of :class:`bijros.image.Image`; points are ``(..., 3)`` RAS millimetres.
+torch's ``grid_sample`` wants its last coordinate axis ordered (k, j, i) and normalised
+to [-1, 1] with ``align_corners=True`` (voxel 0 -> -1, voxel N-1 -> +1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """A voxel grid: shape (I, J, K) and its 4x4 ijk->RAS matrix."""
+
+    shape: tuple[int, int, int]
+    ijk_to_ras: np.ndarray
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0)
+
+    @property
+    def num_voxels(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def points_ras(grid: Grid, device: torch.device | str = "cpu", dtype=torch.float32) -> torch.Tensor:
+    """RAS position of every voxel centre of ``grid``, shape (I, J, K, 3)."""
+    axes = [torch.arange(n, device=device, dtype=dtype) for n in grid.shape]
+    ii, jj, kk = torch.meshgrid(*axes, indexing="ij")
+    m = torch.as_tensor(grid.ijk_to_ras, device=device, dtype=dtype)
+    return (
+        ii[..., None] * m[:3, 0] + jj[..., None] * m[:3, 1] + kk[..., None] * m[:3, 2] + m[:3, 3]
+    )
+
+
+def ras_to_normalized(points: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """Map RAS points (..., 3) to grid_sample coordinates (..., 3) ordered (k, j, i)."""
+    ras_to_ijk = torch.as_tensor(np.linalg.inv(grid.ijk_to_ras), device=points.device, dtype=points.dtype)
+    ijk = points @ ras_to_ijk[:3, :3].T + ras_to_ijk[:3, 3]
+    size = torch.as_tensor([max(n - 1, 1) for n in grid.shape], device=points.device, dtype=points.dtype)
+    return (2.0 * ijk / size - 1.0).flip(-1)
+
+
+def sample(
+    volume: torch.Tensor,
+    grid: Grid,
+    points: torch.Tensor,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+) -> torch.Tensor:
+    """Sample ``volume`` (C, I, J, K) living on ``grid`` at RAS ``points`` (X, Y, Z, 3) -> (C, X, Y, Z)."""
+    coords = ras_to_normalized(points, grid)
+    out = F.grid_sample(
+        volume[None].to(coords.dtype), coords[None], mode=mode, padding_mode=padding_mode, align_corners=True
+    )
+    return out[0]
+
+
+def identity_normalized(shape: tuple[int, int, int], device, dtype=torch.float32) -> torch.Tensor:
+    """grid_sample identity coordinates for a volume of ``shape``: (I, J, K, 3) in (k, j, i) order."""
+    theta = torch.eye(3, 4, device=device, dtype=dtype)[None]
+    return F.affine_grid(theta, [1, 1, *shape], align_corners=True)[0]
+
+
+def downsample(volume: torch.Tensor, grid: Grid, factors: tuple[int, int, int]) -> tuple[torch.Tensor, Grid]:
+    """Average-pool a (C, I, J, K) volume by integer ``factors`` and return the matching grid."""
+    if all(f == 1 for f in factors):
+        return volume, grid
+    pad = [0, (-volume.shape[3]) % factors[2], 0, (-volume.shape[2]) % factors[1], 0, (-volume.shape[1]) % factors[0]]
+    padded = F.pad(volume[None], pad, mode="replicate")
+    pooled = F.avg_pool3d(padded, kernel_size=factors, stride=factors)[0]
+    scale = np.eye(4)
+    scale[:3, :3] = np.diag(factors)
+    scale[:3, 3] = (np.array(factors) - 1) / 2.0
+    return pooled, Grid(tuple(pooled.shape[1:]), grid.ijk_to_ras @ scale)
+
+
+def pool_factors(spacing: np.ndarray, target_mm: float) -> tuple[int, int, int]:
+    """Integer pooling factors bringing ``spacing`` close to (not above) ``target_mm``."""
+    return tuple(max(1, int(math.floor(target_mm / s + 1e-6))) for s in spacing)  # type: ignore[return-value]
+
+
+def resize_field(field: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Trilinear resize of a (1, C, I, J, K) field to ``shape`` (values unchanged: mm units)."""
+    if tuple(field.shape[2:]) == tuple(shape):
+        return field
+    return F.interpolate(field, size=shape, mode="trilinear", align_corners=True)
