@@ -1,0 +1,176 @@
+"""A small test stand-in for the parts of 3D Slicer's Qt shell that the BiJROS modules use.
+
+Slicer runs scripted modules inside its application: PythonQt's ``qt`` and ``ctk`` modules,
+the qMRML widgets, ``slicer.util.loadUI``, the ScriptedLoadableModule base classes and
+``slicer.app``. None of that is pip-installable, so the GUI tests use this package:
+
+- the real ``slicer`` package from the slicer-core wheel (real vtkMRMLScene, nodes, storage,
+  logics and Slicer's own ``slicer/util.py``: ``loadUI``, ``childWidgetVariables``,
+  ``errorDisplay``, ``VTKObservationMixin``, ``arrayFromVolume`` ... are used unchanged);
+- plus, added by :func:`install`: ``qt`` and ``ctk`` modules backed by PySide6,
+  ``slicer.qMRMLWidget`` / ``slicer.qMRMLNodeComboBox``, ``slicer.ScriptedLoadableModule``,
+  ``slicer.app`` (testing mode, so message boxes are logged and not shown), ``slicer.mrmlScene``
+  (a real scene with Slicer's default colour tables) and ``slicer.modules``.
+
+Rule: only APIs that exist in Slicer, with the same names and semantics. Where PythonQt and
+PySide6 differ, module code must use the forms that work in both (``setText(...)``,
+``isChecked()``, ``connect("clicked(bool)", slot)``, signal arguments instead of property
+reads such as ``.value`` / ``.text``).
+
+Usage (tests)::
+
+    import slicer_shell
+    slicer_shell.install()
+    module, widget = slicer_shell.loadScriptedModule("BiJROSRegistration/BiJROSRegistration.py")
+
+Test stand-in only: nothing here is shipped with the extension.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+import tempfile
+import types
+
+__all__ = ["install", "newScene", "loadScriptedModule", "MessageRecorder"]
+
+
+class _Application:
+    """``slicer.app`` (qSlicerApplication), only the members used here; testing mode is on."""
+
+    applicationName = "Slicer"
+
+    def __init__(self, qapplication):
+        self._qapp = qapplication
+        self.temporaryPath = tempfile.mkdtemp(prefix="slicer_shell_")
+        self.slicerHome = self.temporaryPath
+
+    def applicationDirPath(self) -> str:
+        """QCoreApplication::applicationDirPath() (a method in PythonQt too): the Python's bin folder."""
+        return os.path.dirname(sys.executable)
+
+    def processEvents(self, *args):
+        self._qapp.processEvents(*args)
+
+    def testingEnabled(self) -> bool:
+        return True
+
+    def commandOptions(self):
+        return types.SimpleNamespace(noMainWindow=True, testingEnabled=True)
+
+    def topLevelWidgets(self):
+        return self._qapp.topLevelWidgets()
+
+    def layoutManager(self):
+        return None
+
+    def pauseRender(self):
+        pass
+
+    def resumeRender(self):
+        pass
+
+
+def newScene():
+    """A real vtkMRMLScene set up as Slicer's startup does (colour tables, segmentations logic)."""
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    applicationLogic = slicer.vtkSlicerApplicationLogic()
+    applicationLogic.SetMRMLScene(scene)
+    colorLogic = slicer.vtkSlicerColorLogic()
+    colorLogic.SetMRMLApplicationLogic(applicationLogic)
+    colorLogic.SetMRMLScene(scene)
+    segmentationsLogic = slicer.vtkSlicerSegmentationsModuleLogic()
+    segmentationsLogic.SetMRMLScene(scene)
+    scene.GetSubjectHierarchyNode()
+    # keep the logics alive as long as the scene (Slicer's application owns them)
+    scene._slicer_shell_logics = (applicationLogic, colorLogic, segmentationsLogic)
+    return scene
+
+
+def install(scene=None):
+    """Create the QApplication (offscreen unless QT_QPA_PLATFORM says otherwise) and add the
+    stand-in modules to ``sys.modules`` and the ``slicer`` package. Idempotent; returns ``slicer``."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtWidgets import QApplication
+
+    import slicer
+
+    from . import ctk, mrml_widgets, qt
+
+    qapplication = QApplication.instance() or QApplication(["slicer_shell"])
+    sys.modules["qt"] = qt
+    sys.modules["ctk"] = ctk
+    if not isinstance(getattr(slicer, "app", None), _Application):
+        slicer.app = _Application(qapplication)
+    slicer.qMRMLWidget = mrml_widgets.qMRMLWidget
+    slicer.qMRMLNodeComboBox = mrml_widgets.qMRMLNodeComboBox
+    from . import ScriptedLoadableModule
+
+    sys.modules["slicer.ScriptedLoadableModule"] = ScriptedLoadableModule
+    slicer.ScriptedLoadableModule = ScriptedLoadableModule
+    if not hasattr(slicer, "modules"):
+        slicer.modules = types.SimpleNamespace()
+    if scene is not None or getattr(slicer, "mrmlScene", None) is None:
+        slicer.mrmlScene = scene if scene is not None else newScene()
+    return slicer
+
+
+def loadScriptedModule(path):
+    """Load a scripted module file as Slicer's module manager does and build its panel.
+
+    Imports the file (its folder on ``sys.path``, so its Lib package imports), creates the
+    module object with a ``parent`` holding ``path``/``title``/..., and the widget on a
+    ``qMRMLWidget`` with a vertical layout, then ``setup()`` and ``enter()``.
+    Returns ``(moduleObject, widgetObject)``; the panel is ``widgetObject.parent``.
+    """
+    import slicer
+
+    path = os.path.abspath(os.fspath(path))
+    moduleDir = os.path.dirname(path)
+    moduleName = os.path.splitext(os.path.basename(path))[0]
+    if moduleDir not in sys.path:
+        sys.path.insert(0, moduleDir)
+    spec = importlib.util.spec_from_file_location(moduleName, path)
+    pyModule = importlib.util.module_from_spec(spec)
+    sys.modules[moduleName] = pyModule
+    spec.loader.exec_module(pyModule)
+
+    parent = types.SimpleNamespace(path=path, name=moduleName)
+    moduleObject = getattr(pyModule, moduleName)(parent)
+    panel = slicer.qMRMLWidget()
+    panel.setObjectName(moduleName + "Panel")
+    panel.setLayout(sys.modules["qt"].QVBoxLayout())
+    panel.setMRMLScene(slicer.mrmlScene)
+    widgetObject = getattr(pyModule, moduleName + "Widget")(panel)
+    widgetObject.setup()
+    if hasattr(widgetObject, "enter"):
+        widgetObject.enter()
+    setattr(slicer.modules, moduleName.lower(), types.SimpleNamespace(
+        name=moduleName, path=path, widgetRepresentation=lambda: panel, module=moduleObject, widget=widgetObject))
+    return moduleObject, widgetObject
+
+
+class MessageRecorder(logging.Handler):
+    """Collects what ``slicer.util.errorDisplay`` / ``infoDisplay`` ... log in testing mode."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def messages(self, level=logging.ERROR) -> list[str]:
+        return [record.getMessage() for record in self.records if record.levelno == level]
+
+    def __enter__(self):
+        logging.getLogger().addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger().removeHandler(self)

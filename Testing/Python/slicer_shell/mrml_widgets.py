@@ -1,0 +1,233 @@
+"""Test stand-in for Slicer's ``qMRMLWidget`` and ``qMRMLNodeComboBox`` (qMRMLWidgets), on PySide6.
+
+They show nodes of slicer-core's real vtkMRMLScene. Same names and semantics as Slicer's:
+
+- ``qMRMLWidget``: ``setMRMLScene(scene)`` slot, ``mrmlScene()``, ``mrmlSceneChanged(vtkMRMLScene*)``.
+- ``qMRMLNodeComboBox``: properties ``nodeTypes``, ``noneEnabled``, ``addEnabled``,
+  ``removeEnabled``, ``editEnabled``, ``renameEnabled``, ``showHidden``, ``showChildNodeTypes``,
+  ``hideChildNodeTypes``, ``selectNodeUponCreation``, ``baseName``, ``noneDisplay``,
+  ``currentNodeID`` (settable from a .ui file and as Python attributes, as PythonQt does); slots
+  ``setMRMLScene``, ``setCurrentNode``, ``setCurrentNodeID``, ``addNode``; ``currentNode()``,
+  ``nodeCount()``, ``nodeFromIndex(i)``, ``addAttribute(...)``; signals
+  ``currentNodeChanged(vtkMRMLNode*)``, ``currentNodeIDChanged(QString)``,
+  ``nodeAddedByUser(vtkMRMLNode*)``. Without ``noneEnabled`` the first matching node is selected.
+
+Test stand-in only: nothing here is shipped with the extension.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Property, Signal
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QInputDialog, QSizePolicy, QWidget
+
+from . import qt as _qt
+
+_ADD = "\x00add"
+_RENAME = "\x00rename"
+
+
+def _type_label(class_name: str) -> str:
+    label = class_name[len("vtkMRML"):] if class_name.startswith("vtkMRML") else class_name
+    return label[: -len("Node")] if label.endswith("Node") else label
+
+
+class qMRMLWidget(_qt.PythonQtObject, QWidget):  # noqa: N801 (Slicer's class name)
+    mrmlSceneChanged = Signal(object)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._scene = None
+
+    def mrmlScene(self):
+        return self._scene
+
+    def setMRMLScene(self, scene) -> None:
+        if scene is self._scene:
+            return
+        self._scene = scene
+        self.mrmlSceneChanged.emit(scene)
+
+
+class qMRMLNodeComboBox(_qt.PythonQtObject, QWidget):  # noqa: N801 (Slicer's class name)
+    currentNodeChanged = Signal(object)
+    currentNodeIDChanged = Signal(str)
+    nodeAdded = Signal(object)
+    nodeAddedByUser = Signal(object)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._combo = QComboBox(self)
+        self._combo.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self._combo.activated.connect(self._onActivated)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self._combo)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self._scene = None
+        self._sceneObservations: list[int] = []
+        self._currentID = ""
+        self._attributes: list[tuple[str, str, object]] = []
+        self._options = {"nodeTypes": [], "hideChildNodeTypes": [], "noneEnabled": False, "addEnabled": True,
+                         "removeEnabled": True, "editEnabled": False, "renameEnabled": False, "showHidden": False,
+                         "showChildNodeTypes": True, "selectNodeUponCreation": True, "baseName": "", "noneDisplay": "None"}
+
+    # -- properties (Q_PROPERTY in Slicer; settable from .ui files and as attributes) --
+    def _option(name, kind):  # noqa: N805 (class-body helper)
+        def getter(self):
+            return self._options[name]
+
+        def setter(self, value):
+            self._options[name] = list(value) if kind == "QStringList" else value
+            self._refresh()
+
+        return Property(kind, getter, setter)
+
+    nodeTypes = _option("nodeTypes", "QStringList")
+    hideChildNodeTypes = _option("hideChildNodeTypes", "QStringList")
+    noneEnabled = _option("noneEnabled", bool)
+    addEnabled = _option("addEnabled", bool)
+    removeEnabled = _option("removeEnabled", bool)
+    editEnabled = _option("editEnabled", bool)
+    renameEnabled = _option("renameEnabled", bool)
+    showHidden = _option("showHidden", bool)
+    showChildNodeTypes = _option("showChildNodeTypes", bool)
+    selectNodeUponCreation = _option("selectNodeUponCreation", bool)
+    baseName = _option("baseName", str)
+    noneDisplay = _option("noneDisplay", str)
+    del _option
+
+    # -- scene --
+    def mrmlScene(self):
+        return self._scene
+
+    def setMRMLScene(self, scene) -> None:
+        if self._scene is not None:
+            for tag in self._sceneObservations:
+                self._scene.RemoveObserver(tag)
+        self._sceneObservations = []
+        self._scene = scene
+        if scene is not None:
+            for event in (scene.NodeAddedEvent, scene.NodeRemovedEvent, scene.EndCloseEvent, scene.EndImportEvent):
+                self._sceneObservations.append(scene.AddObserver(event, lambda caller, event: self._refresh()))
+        self._refresh()
+
+    def addAttribute(self, nodeType: str, attributeName: str, attributeValue=None) -> None:
+        self._attributes.append((nodeType, attributeName, attributeValue))
+        self._refresh()
+
+    def _matches(self, node) -> bool:
+        opts = self._options
+        if opts["showChildNodeTypes"]:
+            typed = any(node.IsA(t) for t in opts["nodeTypes"])
+        else:
+            typed = node.GetClassName() in opts["nodeTypes"]
+        if not typed or any(node.IsA(t) for t in opts["hideChildNodeTypes"]):
+            return False
+        if node.GetHideFromEditors() and not opts["showHidden"]:
+            return False
+        for nodeType, name, value in self._attributes:
+            if node.IsA(nodeType) and (node.GetAttribute(name) is None
+                                       or (value is not None and node.GetAttribute(name) != str(value))):
+                return False
+        return True
+
+    def _nodes(self) -> list:
+        if self._scene is None:
+            return []
+        nodes = self._scene.GetNodes()
+        found = [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+        return [node for node in found if self._matches(node)]
+
+    def _refresh(self) -> None:
+        if not hasattr(self, "_options"):
+            return
+        nodes = self._nodes()
+        ids = [node.GetID() for node in nodes]
+        combo = self._combo
+        combo.blockSignals(True)
+        combo.clear()
+        if self._options["noneEnabled"]:
+            combo.addItem(self._options["noneDisplay"], "")
+        for node in nodes:
+            combo.addItem(node.GetName(), node.GetID())
+        label = _type_label(self._options["nodeTypes"][0]) if self._options["nodeTypes"] else "node"
+        if self._options["addEnabled"] or self._options["renameEnabled"]:
+            combo.insertSeparator(combo.count())
+        if self._options["addEnabled"] and self._scene is not None:
+            combo.addItem(f"Create new {label}", _ADD)
+        if self._options["renameEnabled"]:
+            combo.addItem(f"Rename current {label}", _RENAME)
+        combo.blockSignals(False)
+        current = self._currentID
+        if current not in ids:
+            current = "" if self._options["noneEnabled"] or not ids else ids[0]
+        self._select(current, force=True)
+
+    def _select(self, nodeID: str, force: bool = False) -> None:
+        index = self._combo.findData(nodeID) if nodeID or self._options["noneEnabled"] else -1
+        self._combo.blockSignals(True)
+        self._combo.setCurrentIndex(index)
+        self._combo.blockSignals(False)
+        if nodeID != self._currentID:
+            self._currentID = nodeID
+            self.currentNodeIDChanged.emit(nodeID)
+            self.currentNodeChanged.emit(self.currentNode())
+
+    def _onActivated(self, index: int) -> None:
+        data = self._combo.itemData(index)
+        if data == _ADD:
+            node = self.addNode()
+            if not self._options["selectNodeUponCreation"] or node is None:
+                self._select(self._currentID)
+        elif data == _RENAME:
+            self._select(self._currentID)
+            node = self.currentNode()
+            if node is not None:
+                name, ok = QInputDialog.getText(self, "Rename", "New name:", text=node.GetName())
+                if ok and name:
+                    node.SetName(name)
+                    self._refresh()
+        else:
+            self._select(data or "")
+
+    # -- current node --
+    def currentNode(self):
+        return self._scene.GetNodeByID(self._currentID) if self._scene is not None and self._currentID else None
+
+
+    def setCurrentNode(self, node) -> None:
+        self.setCurrentNodeID(node.GetID() if node is not None else "")
+
+    def setCurrentNodeID(self, nodeID: str) -> None:
+        nodeID = nodeID or ""
+        if nodeID and nodeID not in [node.GetID() for node in self._nodes()]:
+            nodeID = ""
+        self._select(nodeID)
+
+    currentNodeID = Property(str, lambda self: self._currentID, setCurrentNodeID)
+
+    def nodeCount(self) -> int:
+        return len(self._nodes())
+
+    def nodeFromIndex(self, index: int):
+        nodes = self._nodes()
+        return nodes[index] if 0 <= index < len(nodes) else None
+
+    def addNode(self, nodeType: str = ""):
+        """Slot of the "Create new" entry: adds a node of the first node type, named after ``baseName``."""
+        if self._scene is None or not (nodeType or self._options["nodeTypes"]):
+            return None
+        nodeType = nodeType or self._options["nodeTypes"][0]
+        base = self._options["baseName"] or _type_label(nodeType)
+        node = self._scene.AddNewNodeByClass(nodeType, self._scene.GenerateUniqueName(base))
+        for attributeNodeType, name, value in self._attributes:
+            if node.IsA(attributeNodeType) and value is not None:
+                node.SetAttribute(name, str(value))
+        self.nodeAddedByUser.emit(node)
+        if self._options["selectNodeUponCreation"]:
+            self.setCurrentNode(node)
+        return node
+
+
+for _cls in (qMRMLWidget, qMRMLNodeComboBox):
+    _qt.register_custom_widget(_cls)
