@@ -110,23 +110,29 @@ def _summary(report: dict, written: dict) -> str:
 
 
 def run_registration(fixed_path, moving_path, labels_path, args) -> dict:
+    from bijros.device import resolve_device
     from bijros.io import load_image
-    from bijros.outputs import prepare_out_dir, write_outputs
-    from bijros.pipeline import register
+    from bijros.outputs import check_out_dir, write_outputs
+    from bijros.pipeline import check_labels_match, register
+    from bijros.preprocess import check_intensity_image
 
+    # every check that can fail on the inputs runs before anything is created in --out
     options = _options(args)
     options.validate()
-    from bijros.device import resolve_device
-
     resolve_device(options.device)
-    out = prepare_out_dir(args.out)
+    check_out_dir(args.out)
     fixed = load_image(fixed_path)
     moving = load_image(moving_path)
     labels = load_image(labels_path, label_map=True, label_table=args.labels_table) if labels_path else None
+    check_intensity_image(fixed, "fixed")
+    check_intensity_image(moving, "moving")
+    if labels is not None:
+        check_labels_match(moving, labels, "moving", options.resample_labels)
     progress, close = _progress(args.progress)
     try:
         result = register(fixed, moving, labels, options, progress=progress)
         progress.stage("write")(0.0, "writing outputs")
+        out = args.out
         written = write_outputs(result, out)
         progress.done("done")
     finally:

@@ -78,7 +78,10 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     # apply scl_slope/inter only for non-integer data; label maps keep their values
     if img.dataobj.slope not in (None, 1.0) or img.dataobj.inter not in (None, 0.0):
         array = np.asarray(img.get_fdata(dtype=np.float32))
-    return np.asarray(array), np.asarray(img.affine, dtype=np.float64)
+    array = np.asarray(array)
+    if not array.dtype.isnative:  # big-endian files: SimpleITK and torch need native byte order
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array, np.asarray(img.affine, dtype=np.float64)
 
 
 def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -172,6 +175,8 @@ def to_sitk(image: Image, array: np.ndarray | None = None, is_vector: bool = Fal
     import SimpleITK as sitk
 
     data = np.asarray(image.array if array is None else array)
+    if not data.dtype.isnative:
+        data = data.astype(data.dtype.newbyteorder("="))
     axes = (2, 1, 0, 3) if is_vector else (2, 1, 0)
     img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(data, axes)), isVector=is_vector)
     origin, spacing, direction = sitk_geometry(image.ijk_to_ras)

@@ -23,8 +23,31 @@ OUTPUT_FILES = ("displacement.nii.gz", "affine.tfm", "warped.nii.gz", "labels.ni
                 "jacobian.nii.gz", "report.json")
 
 
+def check_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Check that ``out_dir`` can be created or written, without creating anything in it.
+
+    Run before any work: an existing folder gets a write test (a temporary file, removed
+    at once); a missing one needs its nearest existing parent to be a writable folder.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is a file; give a folder path.")
+    if out.is_dir():
+        return prepare_out_dir(out)
+    parent = out.absolute().parent
+    while not parent.exists() and not parent.is_file() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(
+            f"Cannot create the output folder {out}: {parent} is a file, not a folder. Choose a writable folder."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"Cannot create the output folder {out}: {parent} is not writable. Choose a writable folder.")
+    return out
+
+
 def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
-    """Create ``out_dir`` if needed and check we can write there, before any work is done."""
+    """Create ``out_dir`` if needed and check we can write there."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is a file; give a folder path.")
@@ -58,10 +81,19 @@ def affine_to_itk(affine_ras: np.ndarray):
 
 
 def write_outputs(result, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write every output into ``out_dir`` atomically (a hidden temp folder, then renames)."""
+    """Write every output into ``out_dir``, all or nothing.
+
+    Files are written into a hidden temporary folder inside ``out_dir`` and then renamed into
+    place; outputs of an earlier run that this run does not produce (e.g. labels.nii.gz) are
+    removed so the folder never mixes two runs. If anything fails, the files of this run that
+    were already moved are removed again, the temporary folder is deleted, and a folder that
+    this call created is removed.
+    """
     import SimpleITK as sitk
 
-    out = prepare_out_dir(out_dir)
+    out = Path(out_dir)
+    created = not out.exists()
+    out = prepare_out_dir(out)
     tmp = Path(tempfile.mkdtemp(prefix=".bijros-partial-", dir=out))
     written: dict[str, Path] = {}
     try:
@@ -79,6 +111,14 @@ def write_outputs(result, out_dir: str | os.PathLike) -> dict[str, Path]:
             if (tmp / name).exists():
                 os.replace(tmp / name, out / name)
                 written[name] = out / name
-    finally:
+            elif (out / name).is_file():
+                (out / name).unlink()  # stale output of an earlier run
+    except BaseException:
+        for path in written.values():
+            path.unlink(missing_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    shutil.rmtree(tmp, ignore_errors=True)
     return written
