@@ -13,7 +13,7 @@ Test stand-in only: nothing here is shipped with the extension.
 from __future__ import annotations
 
 from PySide6.QtCore import Property, QSize, Signal
-from PySide6.QtWidgets import QAbstractButton, QDoubleSpinBox, QStyle, QStyleOptionButton, QStylePainter, QWidget
+from PySide6.QtWidgets import QAbstractButton, QDoubleSpinBox, QStyle, QStyleOptionButton, QSizePolicy, QStylePainter, QWidget
 
 from . import qt as _qt
 
@@ -30,6 +30,7 @@ class ctkCollapsibleButton(_qt.PythonQtObject, QAbstractButton):  # noqa: N801 (
         self._collapsedHeight = 14
         self.clicked.connect(lambda: self.setCollapsed(not self._collapsed))
         self.setContentsMargins(0, self._headerHeight(), 0, 0)
+        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Preferred)
 
     def _headerHeight(self) -> int:
         return self.fontMetrics().height() + 10

@@ -58,6 +58,8 @@ class qMRMLNodeComboBox(_qt.PythonQtObject, QWidget):  # noqa: N801 (Slicer's cl
         super().__init__(parent)
         self._combo = QComboBox(self)
         self._combo.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self._combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self._combo.setMinimumContentsLength(12)
         self._combo.activated.connect(self._onActivated)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

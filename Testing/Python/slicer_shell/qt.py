@@ -44,6 +44,11 @@ def _signal_name(signature: str) -> str:
     return signature.strip().lstrip("0123456789").split("(", 1)[0].strip()
 
 
+#: Properties whose getter is a C++ virtual: PySide6 looks overrides up through the instance's
+#: attributes, so reading these as properties would recurse. They stay methods here.
+_VIRTUAL_GETTERS = frozenset({"sizeHint", "minimumSizeHint"})
+
+
 @functools.lru_cache(maxsize=None)
 def _own_python_attribute(cls: type, name: str) -> bool:
     """True when ``name`` is defined by a Python class (an override), not by PySide6 or this mixin."""
@@ -59,7 +64,7 @@ class PythonQtObject:
     """Mixin giving a PySide6 QObject class PythonQt's attribute rules (see the module docstring)."""
 
     def __getattribute__(self, name):
-        if name[0] != "_" and not _own_python_attribute(type(self), name):
+        if name[0] != "_" and name not in _VIRTUAL_GETTERS and not _own_python_attribute(type(self), name):
             metaObject = _QObject.metaObject(self)
             index = metaObject.indexOfProperty(name)
             if index >= 0:
