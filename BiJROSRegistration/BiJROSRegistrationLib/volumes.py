@@ -20,7 +20,9 @@ from bijros.image import Image, LabelTable
 
 from .scene import nodeIds, removeNodesAddedSince
 
-SCALAR_VOLUME_CLASSES = ("vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode")
+#: volume classes that derive from vtkMRMLScalarVolumeNode but hold several values per voxel
+NON_SCALAR_VOLUME_CLASSES = ("vtkMRMLVectorVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode",
+                             "vtkMRMLDiffusionTensorVolumeNode", "vtkMRMLDiffusionImageVolumeNode")
 
 
 def _vtkMatrixToArray(matrix) -> np.ndarray:
@@ -65,10 +67,11 @@ def checkScalarVolume(volumeNode, role: str = "volume") -> str:
     if volumeNode is None:
         return f"Select the {role}."
     name = volumeNode.GetName()
-    if not volumeNode.IsA("vtkMRMLScalarVolumeNode") or volumeNode.IsA("vtkMRMLDiffusionWeightedVolumeNode"):
+    notScalar = any(volumeNode.IsA(c) for c in NON_SCALAR_VOLUME_CLASSES) or "MultiVolume" in volumeNode.GetClassName()
+    if notScalar or not volumeNode.IsA("vtkMRMLScalarVolumeNode"):
         kind = volumeNode.GetClassName().replace("vtkMRML", "").replace("Node", "")
-        return (f"The {role} '{name}' is a {kind}; BiJROS needs a single-component 3D scalar volume "
-                "(for a 4D series, select one time point, e.g. with the Sequences module).")
+        return (f"The {role} '{name}' is a {kind} (4D, vector or colour); BiJROS needs a single-component 3D "
+                "scalar volume (for a 4D series, pick one time point, e.g. with the Sequences module).")
     imageData = volumeNode.GetImageData()
     if imageData is None:
         return f"The {role} '{name}' has no image data."

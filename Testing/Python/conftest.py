@@ -6,6 +6,7 @@ everything else uses data that pip packages ship (nibabel's and nilearn's brains
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -41,3 +42,47 @@ def small_brain(small_brain_path):
     from bijros.io import load_image
 
     return load_image(small_brain_path)
+
+
+
+@contextlib.contextmanager
+def mrml_scene_context():
+    """A real MRML scene (slicer-core) set up as Slicer's startup does, set as ``slicer.mrmlScene``.
+
+    Application logic, subject hierarchy, default colour nodes, segmentation converter rules and
+    the transform / segmentation / volumes module logics; the previous ``slicer.mrmlScene`` is
+    restored on exit.
+    """
+    slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
+    scene = slicer.vtkMRMLScene()
+    appLogic = slicer.vtkSlicerApplicationLogic()
+    appLogic.SetMRMLScene(scene)
+    logics = [appLogic]
+    for cls in (slicer.vtkSlicerSubjectHierarchyModuleLogic, slicer.vtkSlicerColorLogic,
+                slicer.vtkSlicerSegmentationsModuleLogic, slicer.vtkSlicerTransformLogic,
+                slicer.vtkSlicerVolumesLogic):
+        logic = cls()
+        logic.SetMRMLApplicationLogic(appLogic)
+        logic.SetMRMLScene(scene)
+        logics.append(logic)
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    if not factory.GetConverterRules():
+        for rule in (slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule,
+                     slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule):
+            factory.RegisterConverterRule(rule())
+    scene.GetSubjectHierarchyNode()
+    previous = getattr(slicer, "mrmlScene", None)
+    slicer.mrmlScene = scene
+    try:
+        yield scene
+    finally:
+        slicer.mrmlScene = previous
+        scene.Clear(True)
+        del logics
+
+
+@pytest.fixture
+def mrml_scene():
+    """``mrml_scene_context()`` as a fixture."""
+    with mrml_scene_context() as scene:
+        yield scene
