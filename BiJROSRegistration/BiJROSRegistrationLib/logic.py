@@ -191,9 +191,10 @@ class _EngineLogic:
         try:
             import slicer
 
-            app = getattr(slicer, "app", None)
-            base = app.temporaryPath if app is not None else None
-        except ImportError:
+            base = str(slicer.app.temporaryPath)  # Slicer's temporary folder (a Q_PROPERTY)
+            if not Path(base).is_dir():
+                base = None
+        except (ImportError, AttributeError, TypeError):
             pass
         return Path(tempfile.mkdtemp(prefix="BiJROS-", dir=base))
 

@@ -45,11 +45,11 @@ def pythonExecutable() -> str:
 
         app = getattr(slicer, "app", None)
         if app is not None:
-            binDir = Path(app.applicationDirPath)
+            binDir = Path(str(app.applicationDirPath()))  # QCoreApplication::applicationDirPath()
             for name in ("PythonSlicer", "PythonSlicer.exe"):
                 if (binDir / name).is_file():
                     return str(binDir / name)
-    except ImportError:
+    except (ImportError, AttributeError, TypeError):
         pass
     return sys.executable
 

@@ -1,0 +1,258 @@
+"""Packaging checks for the Slicer extension: what CMake lists is what is on disk.
+
+Slicer packages only the files that a module's CMakeLists.txt lists (SCRIPTS / RESOURCES of
+slicerMacroBuildScriptedModule); anything else on disk is silently dropped from the
+extension, and a listed file that does not exist breaks the build. These tests catch both,
+and check the extension's metadata (top-level CMakeLists.txt, BiJROS.json, icons, licence).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MODULES = ("BiJROSRegistration", "FewShotSegment")
+RAW_URL = "https://raw.githubusercontent.com/bijros/SlicerBiJROS/main/"
+CATALOG_SCHEMA = "https://raw.githubusercontent.com/Slicer/Slicer/main/Schemas/slicer-extension-catalog-entry-schema-v1.0.1.json"
+#: properties allowed by the v1.0.1 catalog entry schema ("additionalProperties": false)
+CATALOG_PROPERTIES = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+                      "build_subdirectory", "enabled", "tier"}
+REQUIRED_EXTENSION_VARIABLES = ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS",
+                                "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS",
+                                "EXTENSION_DEPENDS")
+
+
+# ----------------------------------------------------------------------------- a small CMake reader
+
+
+def cmake_text(path: Path) -> str:
+    """CMake source without comments (a '#' outside quotes starts a comment)."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        out, quoted = [], False
+        for char in line:
+            if char == '"':
+                quoted = not quoted
+            if char == "#" and not quoted:
+                break
+            out.append(char)
+        lines.append("".join(out))
+    return "\n".join(lines)
+
+
+def cmake_calls(text: str, command: str) -> list[list[str]]:
+    """Arguments of every ``command(...)`` call (quoted strings kept whole, quotes removed)."""
+    calls = []
+    for match in re.finditer(rf"\b{command}\s*\(", text, flags=re.IGNORECASE):
+        depth, i = 1, match.end()
+        while depth and i < len(text):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        body = text[match.end(): i - 1]
+        calls.append([a[1:-1] if a.startswith('"') else a for a in re.findall(r'"[^"]*"|[^\s"]+', body)])
+    return calls
+
+
+def cmake_variables(text: str) -> dict[str, list[str]]:
+    """``set(NAME values...)`` -> {NAME: values} with ${VAR} references expanded."""
+    variables: dict[str, list[str]] = {}
+    for args in cmake_calls(text, "set"):
+        if not args:
+            continue
+        values = []
+        for value in args[1:]:
+            expanded = re.sub(r"\$\{(\w+)\}", lambda m: " ".join(variables.get(m.group(1), [m.group(0)])), value)
+            values.extend(expanded.split(";") if ";" in expanded else [expanded])
+        variables[args[0]] = values
+    return variables
+
+
+def module_listing(module: str) -> tuple[dict[str, list[str]], list[str], list[str]]:
+    """(variables, scripts, resources) listed by a module's CMakeLists.txt."""
+    text = cmake_text(REPO / module / "CMakeLists.txt")
+    variables = cmake_variables(text)
+    calls = cmake_calls(text, "slicerMacroBuildScriptedModule")
+    assert len(calls) == 1, f"{module}/CMakeLists.txt must call slicerMacroBuildScriptedModule once"
+    args = calls[0]
+    keywords = {"NAME", "SCRIPTS", "RESOURCES", "WITH_GENERIC_TESTS", "WITH_SUBDIR", "VERBOSE"}
+    sections: dict[str, list[str]] = {}
+    current = None
+    for arg in args:
+        if arg in keywords:
+            current = arg
+            sections.setdefault(arg, [])
+            continue
+        for value in re.sub(r"\$\{(\w+)\}", lambda m: ";".join(variables.get(m.group(1), [])), arg).split(";"):
+            if value and current:
+                sections[current].append(value)
+    variables["__call__"] = args
+    return variables, sections.get("SCRIPTS", []), sections.get("RESOURCES", [])
+
+
+def files_on_disk(module: str) -> tuple[set[str], set[str]]:
+    """(.py files, resource files) of a module folder, relative to it (tests and caches excluded)."""
+    root = REPO / module
+    scripts, resources = set(), set()
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if not path.is_file() or "__pycache__" in rel.parts or rel.parts[0] == "Testing":
+            continue
+        if path.suffix == ".py":
+            scripts.add(rel.as_posix())
+        elif rel.parts[0] == "Resources":
+            resources.add(rel.as_posix())
+    return scripts, resources
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()[:24]
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG file"
+    return struct.unpack(">II", data[16:24])
+
+
+# ----------------------------------------------------------------------------- module CMakeLists
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_module_file_on_disk_is_listed_in_its_cmakelists(module):
+    _, scripts, resources = module_listing(module)
+    py_files, resource_files = files_on_disk(module)
+    unlisted_py = sorted(py_files - set(scripts))
+    unlisted_resources = sorted(resource_files - set(resources))
+    assert not unlisted_py, f"{module}/CMakeLists.txt does not list these .py files (Slicer would drop them): {unlisted_py}"
+    assert not unlisted_resources, (
+        f"{module}/CMakeLists.txt does not list these resources (Slicer would drop them): {unlisted_resources}")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_listed_file_exists(module):
+    _, scripts, resources = module_listing(module)
+    missing = [f for f in scripts + resources if not (REPO / module / f).is_file()]
+    assert not missing, f"{module}/CMakeLists.txt lists files that do not exist: {missing}"
+    assert not [f for f in scripts if not f.endswith(".py")], "SCRIPTS must list .py files"
+    assert not [f for f in resources if f.endswith(".py")], ".py files belong in SCRIPTS, not RESOURCES"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_cmakelists_builds_a_scripted_module_with_its_essentials(module):
+    variables, scripts, resources = module_listing(module)
+    args = variables["__call__"]
+    assert args[args.index("NAME") + 1] in (module, "${MODULE_NAME}") and variables.get("MODULE_NAME") == [module]
+    assert "WITH_GENERIC_TESTS" in args
+    assert f"{module}.py" in scripts
+    assert f"Resources/UI/{module}.ui" in resources
+    assert f"Resources/Icons/{module}.png" in resources
+    assert len(scripts) == len(set(scripts)) and len(resources) == len(set(resources)), "a file is listed twice"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_icons_are_128_pixel_pngs(module):
+    assert png_size(REPO / module / "Resources" / "Icons" / f"{module}.png") == (128, 128)
+
+
+# ----------------------------------------------------------------------------- top-level CMakeLists
+
+
+@pytest.fixture(scope="module")
+def top_level() -> tuple[str, dict[str, list[str]]]:
+    text = cmake_text(REPO / "CMakeLists.txt")
+    return text, cmake_variables(text)
+
+
+def test_top_level_declares_the_extension(top_level):
+    text, variables = top_level
+    assert cmake_calls(text, "project")[0][0] == "BiJROS"
+    for name in REQUIRED_EXTENSION_VARIABLES:
+        assert variables.get(name) and all(v.strip() for v in variables[name]), f"{name} is not set"
+    assert variables["EXTENSION_CATEGORY"] == ["Registration"]
+    assert "PyTorch" in variables["EXTENSION_DEPENDS"]
+    assert variables["EXTENSION_HOMEPAGE"][0].startswith("https://")
+    assert ["Slicer", "REQUIRED"] in cmake_calls(text, "find_package")
+    includes = [c[0] for c in cmake_calls(text, "include")]
+    assert includes[0] == "${Slicer_USE_FILE}"
+    assert includes[-2:] == ["${Slicer_EXTENSION_GENERATE_CONFIG}", "${Slicer_EXTENSION_CPACK}"]
+
+
+def test_top_level_adds_every_module(top_level):
+    text, _ = top_level
+    subdirectories = [c[0] for c in cmake_calls(text, "add_subdirectory")]
+    on_disk = sorted(p.parent.name for p in REPO.glob("*/CMakeLists.txt") if (p.parent / f"{p.parent.name}.py").is_file())
+    assert sorted(subdirectories) == sorted(MODULES) == on_disk
+
+
+def test_extension_icon_and_screenshot_urls_point_at_files_in_the_repository(top_level):
+    _, variables = top_level
+    icon = variables["EXTENSION_ICONURL"][0]
+    assert icon.startswith(RAW_URL)
+    assert png_size(REPO / icon[len(RAW_URL):]) == (128, 128)
+    screenshots = " ".join(variables["EXTENSION_SCREENSHOTURLS"]).split()
+    assert sorted(s[len(RAW_URL):] for s in screenshots) == [
+        "Resources/Screenshots/BiJROSRegistration.png", "Resources/Screenshots/FewShotSegment.png"]
+    for url in screenshots:
+        assert url.startswith(RAW_URL)
+        path = REPO / url[len(RAW_URL):]
+        assert path.is_file(), f"screenshot {path.relative_to(REPO)} is not in the repository"
+        png_size(path)
+
+
+def test_engine_package_and_data_are_installed_next_to_the_modules(top_level):
+    text, variables = top_level
+    calls = [c for c in cmake_calls(text, "ctkMacroCompilePythonScript")]
+    assert len(calls) == 1
+    args = calls[0]
+    assert args[args.index("INSTALL_DIR") + 1] == "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}"
+    assert args[args.index("DESTINATION_DIR") + 1] == "${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}"
+    assert "NO_INSTALL_SUBDIR" in args
+    globs = [c for c in cmake_calls(text, "file") if c and c[0] == "GLOB"]
+    patterns = {a for c in globs for a in c if "/" in a and "*" in a}
+    assert "bijros/*.py" in patterns
+    # every engine data file has a pattern that ships it
+    for path in (REPO / "bijros" / "data").iterdir():
+        if path.is_file():
+            assert f"bijros/data/*{path.suffix}" in patterns, f"{path.name} would not be installed with the engine"
+    subpackages = [p for p in (REPO / "bijros").iterdir() if p.is_dir() and (p / "__init__.py").is_file()]
+    assert not subpackages, f"add the engine's subpackages {subpackages} to the top-level CMakeLists.txt"
+    listed = set(variables["BIJROS_EXTENSION_RESOURCES"])
+    on_disk = {p.relative_to(REPO).as_posix() for p in (REPO / "Resources" / "Atlases").glob("*") if p.is_file()}
+    assert on_disk <= listed and all((REPO / f).is_file() for f in listed)
+
+
+# ----------------------------------------------------------------------------- catalog entry, licence
+
+
+def test_extensions_index_catalog_entry():
+    entry = json.loads((REPO / "BiJROS.json").read_text(encoding="utf-8"))
+    assert entry["$schema"] == CATALOG_SCHEMA
+    assert set(entry) <= CATALOG_PROPERTIES, f"not allowed by the schema: {set(entry) - CATALOG_PROPERTIES}"
+    assert entry["category"] == "Registration"
+    assert entry["build_dependencies"] == ["PyTorch"]
+    assert entry["scm_url"] == "https://github.com/bijros/SlicerBiJROS"
+    assert entry["scm_revision"] == "main"
+    assert entry.get("tier", 5) in (1, 3, 5)
+    assert entry.get("build_subdirectory", ".") == "."
+    assert isinstance(entry.get("enabled", True), bool)
+
+
+def test_license_is_apache_2():
+    text = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+
+
+def test_lib_imports_no_qt_at_import_time():
+    """The Lib must import in Slicer's console, in tests and in plain Python without Qt."""
+    code = (
+        "import sys; sys.path.insert(0, 'BiJROSRegistration');"
+        "import BiJROSRegistrationLib.logic, BiJROSRegistrationLib.process, BiJROSRegistrationLib.dependencies,"
+        " BiJROSRegistrationLib.atlases;"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('qt', 'PySide6', 'PyQt5', 'ctk', 'torch')];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
