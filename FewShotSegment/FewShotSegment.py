@@ -233,10 +233,9 @@ class FewShotSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as exc:
             self.ui.atlasInfoLabel.text = str(exc)
             return
-        text = info.get("description") or info.get("title") or atlasName
-        if info.get("license"):
-            text += f" Licence: {info['license']}"
-        self.ui.atlasInfoLabel.text = text
+        description = info.get("description") or info.get("title") or atlasName
+        self.ui.atlasInfoLabel.text = description.split(". ")[0].rstrip(".") + "."
+        self.ui.atlasInfoLabel.toolTip = description + (f"\n\nLicence: {info['license']}" if info.get("license") else "")
 
     def _updatePropagateButton(self):
         if self._job is not None:

@@ -47,10 +47,19 @@ class _Application:
         self._qapp = qapplication
         self.temporaryPath = tempfile.mkdtemp(prefix="slicer_shell_")
         self.slicerHome = self.temporaryPath
+        # Slicer's launcher puts <Slicer>/bin, holding PythonSlicer (Slicer's own Python), on PATH.
+        self._binDir = os.path.join(self.temporaryPath, "bin")
+        os.makedirs(self._binDir)
+        if os.name != "nt":
+            launcher = os.path.join(self._binDir, "PythonSlicer")
+            with open(launcher, "w") as handle:
+                handle.write(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+            os.chmod(launcher, 0o755)
+            os.environ["PATH"] = self._binDir + os.pathsep + os.environ.get("PATH", "")
 
     def applicationDirPath(self) -> str:
-        """QCoreApplication::applicationDirPath() (a method in PythonQt too): the Python's bin folder."""
-        return os.path.dirname(sys.executable)
+        """QCoreApplication::applicationDirPath() (a method in PythonQt too): the folder with PythonSlicer."""
+        return self._binDir
 
     def processEvents(self, *args):
         self._qapp.processEvents(*args)

@@ -74,8 +74,8 @@ class ctkCollapsibleButton(_qt.PythonQtObject, QAbstractButton):  # noqa: N801 (
     def minimumSizeHint(self) -> QSize:  # noqa: N802
         if self._collapsed or self.layout() is None:
             return self.sizeHint()
-        inner = self.layout().minimumSize()
-        return QSize(inner.width(), self._headerHeight() + inner.height())
+        # Slicer's module panel scrolls rather than squeezing a section: its height is its size hint.
+        return QSize(self.layout().minimumSize().width(), self.sizeHint().height())
 
     def paintEvent(self, event) -> None:  # noqa: N802
         painter = QStylePainter(self)

@@ -1,0 +1,136 @@
+"""GUI tests of the FewShotSegment panel: the real Widget class and .ui file, offscreen,
+under the slicer_shell stand-in for Slicer's Qt shell, on slicer-core's real MRML scene.
+
+Screenshots go to $BIJROS_SCREENSHOT_DIR (default: a temporary folder).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+pytest.importorskip("PySide6.QtUiTools", reason="the GUI tests need PySide6 (pip install PySide6-Essentials)")
+pytest.importorskip("slicer", reason="the GUI tests need the slicer-core wheel")
+
+import slicer_shell  # noqa: E402
+from slicer_shell.testing import loadSegmentation, loadVolume, processEventsUntil, saveScreenshot, segmentNames  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def panel():
+    slicer = slicer_shell.install()
+    module, widget = slicer_shell.loadScriptedModule(REPO / "FewShotSegment" / "FewShotSegment.py")
+    yield slicer, module, widget
+    widget.cleanup()
+
+
+@pytest.fixture
+def fs(panel):
+    slicer, module, widget = panel
+    slicer.mrmlScene.Clear()
+    slicer.app.processEvents()
+    return widget
+
+
+def synthetic():
+    return sys.modules["FewShotSegment"].FewShotSegmentTest.makeVolumes()
+
+
+def nodeIds(scene):
+    return [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())]
+
+
+def test_module_metadata(panel):
+    _slicer, module, _widget = panel
+    assert module.parent.title == "Few-Shot Segment"
+    assert module.parent.categories == ["Segmentation"]
+    assert "github.com/bijros/SlicerBiJROS#readme" in module.parent.helpText
+    assert "CVPR 2024" in module.parent.acknowledgementText and "GMRD" in module.parent.acknowledgementText
+
+
+def test_library_combo_and_reasons(fs):
+    ui = fs.ui
+    names = fs.logic.atlasNames()
+    assert names and ui.atlasLibraryComboBox.count == len(names)
+    assert [ui.atlasLibraryComboBox.itemData(i) for i in range(len(names))] == names
+    assert ui.libraryAtlasRadioButton.checked and ui.atlasInfoLabel.text
+    assert not ui.propagateButton.enabled and ui.propagateButton.toolTip == "Select the target volume."
+    target, atlas, segmentation = synthetic()
+    ui.targetVolumeSelector.setCurrentNode(target)
+    assert ui.propagateButton.enabled, ui.propagateButton.toolTip  # library atlas: the target is enough
+    ui.sceneAtlasRadioButton.click()
+    assert fs._parameterNode.GetParameter("AtlasSource") == "scene"
+    assert not ui.propagateButton.enabled and "atlas volume" in ui.propagateButton.toolTip
+    ui.atlasVolumeSelector.setCurrentNode(target)
+    assert not ui.propagateButton.enabled  # same volume, and no segmentation
+    ui.atlasVolumeSelector.setCurrentNode(atlas)
+    assert not ui.propagateButton.enabled and "needs a segmentation" in ui.propagateButton.toolTip
+    ui.atlasSegmentationSelector.setCurrentNode(segmentation)
+    assert ui.propagateButton.enabled, ui.propagateButton.toolTip
+    ui.libraryAtlasRadioButton.click()
+    assert fs._parameterNode.GetParameter("AtlasSource") == "library"
+    assert not ui.atlasVolumeSelector.enabled and ui.atlasLibraryComboBox.enabled
+
+
+def test_propagate_scene_atlas_through_the_panel(fs, shared_data):
+    images, labels = shared_data("hippocampus", "images"), shared_data("hippocampus", "labels")
+    target = loadVolume(images / "hippocampus_001.nii.gz", "hippocampus_001")
+    atlas = loadVolume(images / "hippocampus_003.nii.gz", "hippocampus_003")
+    atlasSegmentation = loadSegmentation(labels / "hippocampus_003.nii.gz", "hippocampus_003 segmentation")
+    ui = fs.ui
+    ui.targetVolumeSelector.setCurrentNode(target)
+    ui.sceneAtlasRadioButton.click()
+    ui.atlasVolumeSelector.setCurrentNode(atlas)
+    ui.atlasSegmentationSelector.setCurrentNode(atlasSegmentation)
+    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("deformable"))
+    ui.presetComboBox.setCurrentIndex(ui.presetComboBox.findData("fast"))
+    ui.deviceComboBox.setCurrentIndex(ui.deviceComboBox.findData("cpu"))
+    assert ui.propagateButton.enabled, ui.propagateButton.toolTip
+    ui.propagateButton.click()
+    assert ui.propagateButton.text == "Cancel"
+    assert processEventsUntil(lambda: fs._job is None, 180)
+    assert ui.propagateButton.text == "Propagate"
+    assert ui.progressBar.value == 100
+    assert ui.qcLabel.text.startswith("QC: ")
+    scene = fs.logic.scene
+    results = [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+               for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
+    results = [node for node in results if node is not atlasSegmentation]
+    assert len(results) == 1
+    assert sorted(segmentNames(results[0])) == sorted(segmentNames(atlasSegmentation))
+    assert "segments" in ui.statusLabel.text
+    saveScreenshot(fs.parent, "FewShotSegment.png")
+
+
+def test_library_atlas_starts_and_cancels(fs):
+    """The default library atlas (MNI152, 1 mm) is too big for a quick test: start it, then cancel."""
+    target, _atlas, _segmentation = synthetic()
+    ui = fs.ui
+    ui.targetVolumeSelector.setCurrentNode(target)
+    ui.libraryAtlasRadioButton.click()
+    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("affine"))
+    scene = fs.logic.scene
+    before = nodeIds(scene)
+    ui.propagateButton.click()
+    assert ui.propagateButton.text == "Cancel"
+    assert fs._job is not None and fs._job.request.movingName == ui.atlasLibraryComboBox.currentData
+    processEventsUntil(lambda: False, timeout=0.5)
+    ui.propagateButton.click()
+    assert processEventsUntil(lambda: fs._job is None, 30)
+    assert ui.propagateButton.text == "Propagate" and "Cancelled" in ui.statusLabel.text
+    assert nodeIds(scene) == before
+
+
+def test_self_test_runs(panel):
+    slicer, module, _widget = panel
+    module.runTest(msec=0)
+    assert "FewShotSegment" in slicer.selfTests

