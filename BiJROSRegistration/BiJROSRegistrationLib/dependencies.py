@@ -92,8 +92,7 @@ def _constraintsFile() -> str:
             lines.append(f"{name}=={metadata.version(name)}")
         except metadata.PackageNotFoundError:
             continue
-    handle = tempfile.NamedTemporaryFile("w", prefix="bijros-constraints-", suffix=".txt", delete=False)
-    with handle:
+    with tempfile.NamedTemporaryFile("w", prefix="bijros-constraints-", suffix=".txt", delete=False) as handle:
         handle.write("\n".join(lines) + "\n")
     return handle.name
 

@@ -50,7 +50,13 @@ from .transforms import (
     linearTransformNodeFromFile,
     transformName,
 )
-from .volumes import checkScalarVolume, ijkToRasOf, imageToVolumeNode, segmentationToLabelImage, volumeNodeToImage
+from .volumes import (
+    checkScalarVolume,
+    ijkToRasOf,
+    imageToVolumeNode,
+    segmentationToLabelImage,
+    volumeNodeToImage,
+)
 
 METHODS = {"deformable": "io", "io": "io", "affine": "affine"}
 PRESETS = ("default", "fast", "accurate")

@@ -20,6 +20,7 @@ Console example::
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -256,7 +257,7 @@ def summarizeError(stderrLines: list[str], returnCode: int | None) -> str:
     for line in reversed(stderrLines):
         if line.startswith("bijros: "):  # argparse usage errors: "bijros: error" is caught above
             return line[len("bijros: "):].strip()
-    lastLine = next((l.strip() for l in reversed(stderrLines) if l.strip()), "")
+    lastLine = next((line.strip() for line in reversed(stderrLines) if line.strip()), "")
     if "ModuleNotFoundError" in lastLine or "No module named" in lastLine:
         module = lastLine.split("'")[1] if "'" in lastLine else lastLine
         return (f"The BiJROS engine needs the Python package '{module}', which is not installed. "
@@ -279,10 +280,8 @@ def killProcessTree(process: subprocess.Popen) -> None:
         try:
             os.killpg(os.getpgid(process.pid), signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 process.kill()
-            except ProcessLookupError:
-                pass
     deadline = time.monotonic() + 5.0
     while process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -208,7 +208,7 @@ def segmentationToLabelImage(segmentationNode, referenceVolumeNode, scene, world
     labels = lookup[np.clip(exported.astype(np.int64), 0, len(segmentIds))]
     dtype = np.int16 if max(values) <= 32767 else np.int32
     table = LabelTable()
-    for segmentId, value in zip(segmentIds, values):
+    for segmentId, value in zip(segmentIds, values, strict=True):
         segment = segmentation.GetSegment(segmentId)
         table.add(value, segment.GetName(), tuple(float(c) for c in segment.GetColor()))
     return Image(np.ascontiguousarray(labels.astype(dtype)), ijkToRas, table, name=segmentationNode.GetName())

@@ -19,12 +19,14 @@ sys.path.insert(0, str(REPO / "BiJROSRegistration"))
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
 
-from bijros.image import Image, LabelTable  # noqa: E402
-from bijros.io import load_image  # noqa: E402
 from BiJROSRegistrationLib.logic import PropagationLogic, RegistrationLogic  # noqa: E402
-from BiJROSRegistrationLib.scene import nodeIds  # noqa: E402
+from BiJROSRegistrationLib.scene import nodeIds, subjectHierarchyParents  # noqa: E402
 from BiJROSRegistrationLib.segmentations import labelImageToSegmentationNode  # noqa: E402
 from BiJROSRegistrationLib.volumes import imageToVolumeNode, segmentationToLabelImage, volumeNodeToImage  # noqa: E402
+from test_mrml_process import living_processes_in_group  # noqa: E402
+
+from bijros.image import Image, LabelTable  # noqa: E402
+from bijros.io import load_image  # noqa: E402
 
 FAST = {"preset": "fast", "device": "cpu"}
 
@@ -58,23 +60,8 @@ def load_case(scene, case: str, folder=None):
 
 
 def snapshot(scene) -> tuple:
-    sh = scene.GetSubjectHierarchyNode()
-    items = slicer.vtkIdList() if hasattr(slicer, "vtkIdList") else None
-    import vtk
-
-    items = vtk.vtkIdList()
-    sh.GetItemChildren(sh.GetSceneItemID(), items, True)
-    return tuple(nodeIds(scene)), items.GetNumberOfIds()
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Everything "scene unchanged" means here: node IDs in order and the subject hierarchy tree."""
+    return tuple(nodeIds(scene)), subjectHierarchyParents(scene)
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +278,7 @@ def test_cancel_kills_the_engine_and_leaves_the_scene_unchanged(mrml_scene):
     assert any(e["stage"] == "load" for e in events), events
     job.cancel()
     assert job.state == "cancelled"
-    assert not group_alive(pgid)
+    assert living_processes_in_group(pgid) == []
     assert not job.workdir.exists()
     assert job.poll()[-1]["stage"] == "cancelled"
     with pytest.raises(RuntimeError, match="cancelled"):

@@ -16,8 +16,6 @@ sys.path.insert(0, str(REPO / "BiJROSRegistration"))
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
 
-from bijros.image import Image  # noqa: E402
-from bijros.io import load_image  # noqa: E402
 from BiJROSRegistrationLib.transforms import (  # noqa: E402
     gridTransformNodeFromArray,
     gridTransformNodeFromFile,
@@ -27,6 +25,9 @@ from BiJROSRegistrationLib.transforms import (  # noqa: E402
 )
 from BiJROSRegistrationLib.volumes import imageToVolumeNode, volumeNodeToImage  # noqa: E402
 from test_mrml_volumes import geometry  # noqa: E402
+
+from bijros.image import Image  # noqa: E402
+from bijros.io import load_image  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -204,7 +204,7 @@ def test_extension_icon_and_screenshot_urls_point_at_files_in_the_repository(top
 
 def test_engine_package_and_data_are_installed_next_to_the_modules(top_level):
     text, variables = top_level
-    calls = [c for c in cmake_calls(text, "ctkMacroCompilePythonScript")]
+    calls = list(cmake_calls(text, "ctkMacroCompilePythonScript"))
     assert len(calls) == 1
     args = calls[0]
     assert args[args.index("INSTALL_DIR") + 1] == "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}"
