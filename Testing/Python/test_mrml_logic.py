@@ -326,3 +326,20 @@ def test_temporary_folders_are_removed(mrml_scene, tmp_path, monkeypatch):
     RegistrationLogic().register(fixed, moving, method="affine", createWarpedVolume=False, **FAST)
     assert list(tmp_path.glob("BiJROS-*")) == []
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_segment_terminology_is_carried_over(mrml_scene):
+    from BiJROSRegistrationLib.logic import _applyTerminology, _segmentTerminology
+
+    liver = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
+             "~SCT^10200004^Liver^~^~^~Anatomic codes - DICOM master list~^^~^^")
+    source = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "atlas")
+    segmentId = source.GetSegmentation().AddEmptySegment("", "Liver", (0.8, 0.4, 0.3))
+    source.GetSegmentation().GetSegment(segmentId).SetTag("TerminologyEntry", liver)
+    source.GetSegmentation().AddEmptySegment("", "Untagged", (0.1, 0.2, 0.3))
+    tags = _segmentTerminology(source)
+    assert tags == {"Liver": liver}
+    target = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "propagated")
+    target.GetSegmentation().AddEmptySegment("", "Liver", (0.8, 0.4, 0.3))
+    _applyTerminology(target, tags)
+    assert _segmentTerminology(target) == tags
