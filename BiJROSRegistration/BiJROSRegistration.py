@@ -10,9 +10,10 @@ import re
 import time
 
 import qt
-import vtk
-
 import slicer
+import vtk
+from BiJROSRegistrationLib import dependencies
+from BiJROSRegistrationLib.logic import RegistrationLogic
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -20,9 +21,6 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-
-from BiJROSRegistrationLib import dependencies
-from BiJROSRegistrationLib.logic import RegistrationLogic
 
 README_URL = "https://github.com/bijros/SlicerBiJROS#readme"
 
@@ -298,7 +296,7 @@ class BiJROSRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
             fraction = event.get("fraction")
             prefix = f"{100 * fraction:5.1f} %  " if isinstance(fraction, (int, float)) else ""
             self.ui.logTextEdit.appendPlainText(prefix + message)
-        self.ui.progressBar.value = int(round(100 * job.fraction))
+        self.ui.progressBar.value = round(100 * job.fraction)
         if job.message:
             self.ui.statusLabel.text = job.message
         if job.state in FINISHED_STATES:
@@ -539,7 +537,7 @@ class BiJROSRegistrationTest(ScriptedLoadableModuleTest):
 
     def test_InvalidInputs(self):
         self.delayDisplay("Invalid inputs are refused with a reason")
-        fixed, moving, segmentation = self.makeVolumes()
+        fixed, _moving, _segmentation = self.makeVolumes()
         logic = BiJROSRegistrationLogic()
         self.assertIn("same", logic.validateInputs(fixed, fixed))
         before = slicer.mrmlScene.GetNumberOfNodes()
@@ -550,7 +548,7 @@ class BiJROSRegistrationTest(ScriptedLoadableModuleTest):
 
     def test_CancelLeavesSceneUnchanged(self):
         self.delayDisplay("Cancel leaves the scene unchanged")
-        fixed, moving, segmentation = self.makeVolumes()
+        fixed, moving, _segmentation = self.makeVolumes()
         logic = BiJROSRegistrationLogic()
         before = slicer.mrmlScene.GetNumberOfNodes()
         job = logic.startRegistration(fixed, moving, method="deformable", preset="fast", device="cpu")

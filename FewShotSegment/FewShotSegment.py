@@ -11,9 +11,8 @@ import sys
 import time
 
 import qt
-import vtk
-
 import slicer
+import vtk
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -302,7 +301,7 @@ class FewShotSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             fraction = event.get("fraction")
             prefix = f"{100 * fraction:5.1f} %  " if isinstance(fraction, (int, float)) else ""
             self.ui.logTextEdit.appendPlainText(prefix + message)
-        self.ui.progressBar.value = int(round(100 * job.fraction))
+        self.ui.progressBar.value = round(100 * job.fraction)
         if job.message:
             self.ui.statusLabel.text = job.message
         if job.state in FINISHED_STATES:
@@ -525,7 +524,7 @@ class FewShotSegmentTest(ScriptedLoadableModuleTest):
 
     def test_AtlasWithoutSegmentation(self):
         self.delayDisplay("An atlas without a segmentation is refused with a reason")
-        target, atlas, segmentation = self.makeVolumes()
+        target, atlas, _segmentation = self.makeVolumes()
         logic = FewShotSegmentLogic()
         self.assertIn("segmentation", logic.validateInputs(target, atlasVolume=atlas))
         before = slicer.mrmlScene.GetNumberOfNodes()
@@ -536,7 +535,7 @@ class FewShotSegmentTest(ScriptedLoadableModuleTest):
 
     def test_Library(self):
         self.delayDisplay("The atlas library is available")
-        target, atlas, segmentation = self.makeVolumes()
+        target, _atlas, _segmentation = self.makeVolumes()
         logic = FewShotSegmentLogic()
         names = logic.atlasNames()
         self.assertTrue(names)

@@ -22,7 +22,13 @@ pytest.importorskip("PySide6.QtUiTools", reason="the GUI tests need PySide6 (pip
 pytest.importorskip("slicer", reason="the GUI tests need the slicer-core wheel")
 
 import slicer_shell  # noqa: E402
-from slicer_shell.testing import loadSegmentation, loadVolume, processEventsUntil, saveScreenshot, segmentNames  # noqa: E402
+from slicer_shell.testing import (  # noqa: E402
+    loadSegmentation,
+    loadVolume,
+    processEventsUntil,
+    saveScreenshot,
+    segmentNames,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +37,12 @@ def panel():
     module, widget = slicer_shell.loadScriptedModule(REPO / "FewShotSegment" / "FewShotSegment.py")
     yield slicer, module, widget
     widget.cleanup()
+    slicer_shell.uninstall()
 
 
 @pytest.fixture
 def fs(panel):
-    slicer, module, widget = panel
+    slicer, _module, widget = panel
     slicer.mrmlScene.Clear()
     slicer.app.processEvents()
     return widget

@@ -23,7 +23,13 @@ pytest.importorskip("PySide6.QtUiTools", reason="the GUI tests need PySide6 (pip
 pytest.importorskip("slicer", reason="the GUI tests need the slicer-core wheel")
 
 import slicer_shell  # noqa: E402
-from slicer_shell.testing import loadSegmentation, loadVolume, processEventsUntil, saveScreenshot, segmentNames  # noqa: E402
+from slicer_shell.testing import (  # noqa: E402
+    loadSegmentation,
+    loadVolume,
+    processEventsUntil,
+    saveScreenshot,
+    segmentNames,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +39,12 @@ def panel():
     module, widget = slicer_shell.loadScriptedModule(REPO / "BiJROSRegistration" / "BiJROSRegistration.py")
     yield slicer, module, widget
     widget.cleanup()
+    slicer_shell.uninstall()
 
 
 @pytest.fixture
 def reg(panel):
-    slicer, module, widget = panel
+    slicer, _module, widget = panel
     slicer.mrmlScene.Clear()
     slicer.app.processEvents()
     return widget
@@ -138,7 +145,7 @@ def test_register_hippocampus_through_the_panel(reg, shared_data):
     assert ui.statusLabel.text.startswith("Done.")
     assert "100.0 %" in ui.logTextEdit.toPlainText()
     assert scene.GetNumberOfNodes() > before
-    transforms = [n for n in slicer_shell_nodes(scene, "vtkMRMLTransformNode")]
+    transforms = slicer_shell_nodes(scene, "vtkMRMLTransformNode")
     assert "hippocampus_003 to hippocampus_001 (BiJROS)" in {t.GetName() for t in transforms}
     assert any(t.IsA("vtkMRMLGridTransformNode") or t.GetTransformFromParent().IsA("vtkOrientedGridTransform")
                for t in transforms)

@@ -27,8 +27,12 @@ import slicer
 
 from . import qt
 
-__all__ = ["ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic",
-           "ScriptedLoadableModuleTest"]
+__all__ = [
+    "ScriptedLoadableModule",
+    "ScriptedLoadableModuleLogic",
+    "ScriptedLoadableModuleTest",
+    "ScriptedLoadableModuleWidget",
+]
 
 
 class ScriptedLoadableModule:

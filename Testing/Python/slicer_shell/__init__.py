@@ -35,7 +35,10 @@ import sys
 import tempfile
 import types
 
-__all__ = ["install", "newScene", "loadScriptedModule", "MessageRecorder"]
+__all__ = ["MessageRecorder", "install", "loadScriptedModule", "newScene", "uninstall"]
+
+_MISSING = object()
+_saved: dict | None = None  # what install() replaced, for uninstall()
 
 
 class _Application:
@@ -105,12 +108,16 @@ def install(scene=None):
     """Create the QApplication (offscreen unless QT_QPA_PLATFORM says otherwise) and add the
     stand-in modules to ``sys.modules`` and the ``slicer`` package. Idempotent; returns ``slicer``."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtWidgets import QApplication
-
     import slicer
+    from PySide6.QtWidgets import QApplication
 
     from . import ctk, mrml_widgets, qt
 
+    global _saved
+    if _saved is None:
+        _saved = {"attributes": {name: getattr(slicer, name, _MISSING) for name in _SLICER_ATTRIBUTES},
+                  "modules": {name: sys.modules.get(name, _MISSING) for name in _SYS_MODULES},
+                  "PATH": os.environ.get("PATH", "")}
     qapplication = QApplication.instance() or QApplication(["slicer_shell"])
     sys.modules["qt"] = qt
     sys.modules["ctk"] = ctk
@@ -127,6 +134,34 @@ def install(scene=None):
     if scene is not None or getattr(slicer, "mrmlScene", None) is None:
         slicer.mrmlScene = scene if scene is not None else newScene()
     return slicer
+
+
+_SLICER_ATTRIBUTES = ("app", "qMRMLWidget", "qMRMLNodeComboBox", "ScriptedLoadableModule", "modules", "mrmlScene",
+                      "selfTests")
+_SYS_MODULES = ("qt", "ctk", "slicer.ScriptedLoadableModule")
+
+
+def uninstall():
+    """Undo :func:`install` (``slicer`` back to plain slicer-core), so later tests in the same
+    process do not see a Slicer application. The QApplication stays (Qt allows only one)."""
+    global _saved
+    if _saved is None:
+        return
+    import slicer
+
+    for name, value in _saved["attributes"].items():
+        if value is _MISSING:
+            if hasattr(slicer, name):
+                delattr(slicer, name)
+        else:
+            setattr(slicer, name, value)
+    for name, value in _saved["modules"].items():
+        if value is _MISSING:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = value
+    os.environ["PATH"] = _saved["PATH"]
+    _saved = None
 
 
 def loadScriptedModule(path):

@@ -13,12 +13,20 @@ Test stand-in only: nothing here is shipped with the extension.
 from __future__ import annotations
 
 from PySide6.QtCore import Property, QSize, Signal
-from PySide6.QtWidgets import QAbstractButton, QDoubleSpinBox, QStyle, QStyleOptionButton, QSizePolicy, QStylePainter, QWidget
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QDoubleSpinBox,
+    QSizePolicy,
+    QStyle,
+    QStyleOptionButton,
+    QStylePainter,
+    QWidget,
+)
 
 from . import qt as _qt
 
 
-class ctkCollapsibleButton(_qt.PythonQtObject, QAbstractButton):  # noqa: N801 (CTK's class name)
+class ctkCollapsibleButton(_qt.PythonQtObject, QAbstractButton):
     contentsCollapsed = Signal(bool)
 
     def __init__(self, *args):
@@ -60,10 +68,10 @@ class ctkCollapsibleButton(_qt.PythonQtObject, QAbstractButton):  # noqa: N801 (
     collapsed = Property(bool, isCollapsed, setCollapsed)
     collapsedHeight = Property(int, _getCollapsedHeight, _setCollapsedHeight)
 
-    def hitButton(self, pos) -> bool:  # noqa: N802 (Qt name)
+    def hitButton(self, pos) -> bool:
         return 0 <= pos.y() < self._headerHeight()
 
-    def sizeHint(self) -> QSize:  # noqa: N802
+    def sizeHint(self) -> QSize:
         header = self._headerHeight()
         width = self.fontMetrics().horizontalAdvance(QAbstractButton.text(self)) + 40
         if self._collapsed or self.layout() is None:
@@ -71,13 +79,13 @@ class ctkCollapsibleButton(_qt.PythonQtObject, QAbstractButton):  # noqa: N801 (
         inner = self.layout().sizeHint()
         return QSize(max(width, inner.width()), header + inner.height())
 
-    def minimumSizeHint(self) -> QSize:  # noqa: N802
+    def minimumSizeHint(self) -> QSize:
         if self._collapsed or self.layout() is None:
             return self.sizeHint()
         # Slicer's module panel scrolls rather than squeezing a section: its height is its size hint.
         return QSize(self.layout().minimumSize().width(), self.sizeHint().height())
 
-    def paintEvent(self, event) -> None:  # noqa: N802
+    def paintEvent(self, event) -> None:
         painter = QStylePainter(self)
         option = QStyleOptionButton()
         option.initFrom(self)
@@ -98,7 +106,7 @@ class ctkCollapsibleButton(_qt.PythonQtObject, QAbstractButton):  # noqa: N801 (
             painter.drawRect(QWidget.rect(self).adjusted(0, self._headerHeight() - 1, -1, -1))
 
 
-class ctkDoubleSpinBox(_qt.PythonQtObject, QDoubleSpinBox):  # noqa: N801 (CTK's class name)
+class ctkDoubleSpinBox(_qt.PythonQtObject, QDoubleSpinBox):
     """CTK's double spin box; the API used here is QDoubleSpinBox's."""
 
 

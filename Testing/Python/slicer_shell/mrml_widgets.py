@@ -31,7 +31,7 @@ def _type_label(class_name: str) -> str:
     return label[: -len("Node")] if label.endswith("Node") else label
 
 
-class qMRMLWidget(_qt.PythonQtObject, QWidget):  # noqa: N801 (Slicer's class name)
+class qMRMLWidget(_qt.PythonQtObject, QWidget):
     mrmlSceneChanged = Signal(object)
 
     def __init__(self, parent=None):
@@ -48,7 +48,7 @@ class qMRMLWidget(_qt.PythonQtObject, QWidget):  # noqa: N801 (Slicer's class na
         self.mrmlSceneChanged.emit(scene)
 
 
-class qMRMLNodeComboBox(_qt.PythonQtObject, QWidget):  # noqa: N801 (Slicer's class name)
+class qMRMLNodeComboBox(_qt.PythonQtObject, QWidget):
     currentNodeChanged = Signal(object)
     currentNodeIDChanged = Signal(str)
     nodeAdded = Signal(object)
@@ -74,7 +74,7 @@ class qMRMLNodeComboBox(_qt.PythonQtObject, QWidget):  # noqa: N801 (Slicer's cl
                          "showChildNodeTypes": True, "selectNodeUponCreation": True, "baseName": "", "noneDisplay": "None"}
 
     # -- properties (Q_PROPERTY in Slicer; settable from .ui files and as attributes) --
-    def _option(name, kind):  # noqa: N805 (class-body helper)
+    def _option(name, kind):
         def getter(self):
             return self._options[name]
 

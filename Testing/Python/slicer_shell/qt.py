@@ -49,7 +49,7 @@ def _signal_name(signature: str) -> str:
 _VIRTUAL_GETTERS = frozenset({"sizeHint", "minimumSizeHint"})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _own_python_attribute(cls: type, name: str) -> bool:
     """True when ``name`` is defined by a Python class (an override), not by PySide6 or this mixin."""
     for klass in cls.__mro__:
@@ -125,7 +125,7 @@ def register_custom_widget(cls: type) -> type:
 class QUiLoader(PythonQtObject, _PySideUiLoader):
     """QUiLoader that creates the PythonQt-flavoured and custom classes and makes the .ui connections."""
 
-    def createWidget(self, className, parent=None, name=""):  # noqa: N802 (Qt name)
+    def createWidget(self, className, parent=None, name=""):
         cls = _CLASSES.get(className)
         if cls is None:
             return _PySideUiLoader.createWidget(self, className, parent, name)
@@ -133,7 +133,7 @@ class QUiLoader(PythonQtObject, _PySideUiLoader):
         _QObject.setObjectName(widget, name)
         return widget
 
-    def load(self, device, parentWidget=None):  # noqa: N802 (Qt name)
+    def load(self, device, parentWidget=None):
         if isinstance(device, str):
             device = QFile(device)  # noqa: F405
         if not device.isOpen():
