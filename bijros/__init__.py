@@ -6,7 +6,7 @@ Pure Python + torch + numpy; imports no slicer and no Qt. The Slicer modules and
 
 __version__ = "0.1.0"
 
-from bijros.errors import BijrosError, InputError  # noqa: E402
-from bijros.image import Image, LabelTable  # noqa: E402
+from bijros.errors import BijrosError, InputError
+from bijros.image import Image, LabelTable
 
 __all__ = ["BijrosError", "Image", "InputError", "LabelTable", "__version__"]

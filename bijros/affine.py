@@ -83,11 +83,11 @@ def affine_register(
     total = sum(sum(its) for _, its in stages)
     done = 0
     for stage, iterations in stages:
-        for level_mm, n_iter in zip(opts.levels_mm, iterations):
+        for level_mm, n_iter in zip(opts.levels_mm, iterations, strict=False):
             if n_iter <= 0:
                 continue
             f_lvl, f_grid = downsample(fixed, fixed_grid, pool_factors(fixed_grid.spacing, level_mm))
-            m_lvl, m_grid = downsample(moving, moving_grid, pool_factors(moving_grid.spacing, level_mm))
+            m_lvl, m_grid = downsample(moving, moving_grid, pool_factors(moving_grid.spacing, level_mm), zero_margin=True)
             pts = points_ras(f_grid, dev) - c_f
             scale = level_mm / max(opts.levels_mm)
             params = [{"params": [trans], "lr": opts.lr_translation_mm * max(scale, 0.25)},
@@ -95,6 +95,7 @@ def affine_register(
             if stage == "affine":
                 params.append({"params": [gen], "lr": opts.lr_matrix * 0.5 * max(scale, 0.25)})
             optim = torch.optim.Adam(params)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=n_iter, eta_min=0.0)
             for it in range(n_iter):
                 optim.zero_grad(set_to_none=True)
                 q = pts @ matrix().T + c_f + trans
@@ -104,6 +105,7 @@ def affine_register(
                 if stage == "rigid" and gen.grad is not None:
                     gen.grad = None
                 optim.step()
+                sched.step()
                 done += 1
                 if progress and it % 10 == 0:
                     progress(done / total, f"{stage} {level_mm:g} mm: loss {loss.item():.4f}")

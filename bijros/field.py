@@ -40,39 +40,50 @@ def warp_image(moving: Image, fixed_grid: Grid, displacement: torch.Tensor, chun
     return out.cpu().numpy()
 
 
-def warp_labels(labels: Image, fixed_grid: Grid, displacement: torch.Tensor, chunk: int = 16) -> np.ndarray:
+def warp_labels(labels: Image, fixed_grid: Grid, displacement: torch.Tensor, chunk: int = 32) -> np.ndarray:
     """Label resampling equal to trilinear one-hot interpolation + argmax, without one-hot volumes.
 
     For every output voxel the 8 surrounding source voxels vote with their trilinear
-    weights; the label with the largest summed weight wins (0 outside the source).
+    weights; the label with the largest summed weight wins (0 outside the source). Where
+    all 8 agree (most voxels) the vote is skipped.
     """
     dev = displacement.device
-    src = torch.as_tensor(np.asarray(labels.array, dtype=np.int64), device=dev)
-    shape = torch.tensor(src.shape, device=dev)
+    src = torch.as_tensor(np.asarray(labels.array, dtype=np.int32), device=dev)
+    padded = torch.nn.functional.pad(src, (1, 1, 1, 1, 1, 1))  # zero border: outside reads label 0
+    n = torch.tensor(src.shape, device=dev)
     ras_to_ijk = torch.as_tensor(np.linalg.inv(labels.ijk_to_ras), dtype=torch.float32, device=dev)
-    x = points_ras(fixed_grid, dev)
-    out = torch.empty(fixed_grid.shape, dtype=torch.int64, device=dev)
-    strides = torch.tensor([src.shape[1] * src.shape[2], src.shape[2], 1], device=dev)
-    flat = src.reshape(-1)
+    m = torch.as_tensor(fixed_grid.ijk_to_ras, dtype=torch.float32, device=dev)
+    # ijk_src = R (M ijk_fixed + t + d) + r: fold the fixed grid's matrix into one affine
+    lin = ras_to_ijk[:3, :3] @ m[:3, :3]
+    off = ras_to_ijk[:3, :3] @ m[:3, 3] + ras_to_ijk[:3, 3]
+    out = torch.zeros(fixed_grid.shape, dtype=torch.int32, device=dev)
+    ps = padded.shape
+    strides = torch.tensor([ps[1] * ps[2], ps[2], 1], device=dev)
+    corners = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], device=dev)
+    corner_offsets = (corners * strides).sum(-1)
+    flat = padded.reshape(-1)
+    nj, nk = fixed_grid.shape[1], fixed_grid.shape[2]
+    jj, kk = torch.meshgrid(torch.arange(nj, device=dev), torch.arange(nk, device=dev), indexing="ij")
     for s in range(0, fixed_grid.shape[0], chunk):
-        pts = x[s : s + chunk] + displacement[s : s + chunk]
-        ijk = pts @ ras_to_ijk[:3, :3].T + ras_to_ijk[:3, 3]
+        e = min(s + chunk, fixed_grid.shape[0])
+        ii = torch.arange(s, e, device=dev, dtype=torch.float32)[:, None, None].expand(-1, nj, nk)
+        ijk_f = torch.stack([ii, jj.expand(e - s, -1, -1).float(), kk.expand(e - s, -1, -1).float()], -1)
+        ijk = (ijk_f @ lin.T + off + displacement[s:e] @ ras_to_ijk[:3, :3].T).reshape(-1, 3)
         base = torch.floor(ijk)
         frac = ijk - base
         base = base.long()
-        votes_l, votes_w = [], []
-        for corner in range(8):
-            off = torch.tensor([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1], device=dev)
-            idx = base + off
-            w = torch.prod(torch.where(off.bool(), frac, 1 - frac), dim=-1)
-            inside = ((idx >= 0) & (idx < shape)).all(-1)
-            lab = flat[(idx.clamp(min=0).minimum(shape - 1) * strides).sum(-1)]
-            votes_l.append(torch.where(inside, lab, torch.zeros_like(lab)))
-            votes_w.append(w)
-        lab = torch.stack(votes_l, -1)
-        wts = torch.stack(votes_w, -1)
-        score = ((lab[..., :, None] == lab[..., None, :]) * wts[..., None, :]).sum(-1)
-        out[s : s + chunk] = torch.gather(lab, -1, score.argmax(-1, keepdim=True))[..., 0]
+        far = ((base < -1) | (base > n - 1)).any(-1)
+        first = ((base + 1).clamp(min=0).minimum(n) * strides).sum(-1)
+        lab = flat[first[:, None] + corner_offsets]  # (N, 8)
+        result = torch.where(far, 0, lab[:, 0])
+        mixed = (lab != lab[:, :1]).any(1) & ~far
+        if mixed.any():
+            lm = lab[mixed]
+            fm = frac[mixed][:, None, :]
+            w = torch.prod(torch.where(corners.bool(), fm, 1 - fm), dim=-1)  # (M, 8)
+            score = ((lm[:, :, None] == lm[:, None, :]) * w[:, None, :]).sum(-1)
+            result[mixed] = torch.gather(lm, 1, score.argmax(1, keepdim=True))[:, 0]
+        out[s:e] = result.view(e - s, nj, nk)
     return out.cpu().numpy()
 
 

@@ -23,7 +23,7 @@ import torch
 
 import bijros
 from bijros.affine import AffineOptions, affine_register
-from bijros.deformable import DeformableOptions, deformable_register
+from bijros.deformable import DeformableOptions, Level, deformable_register
 from bijros.device import configure_threads, resolve_device
 from bijros.errors import InputError
 from bijros.field import folding_stats, jacobian_determinant, total_displacement, warp_image, warp_labels
@@ -56,14 +56,17 @@ class RegistrationOptions:
         return AffineOptions(**_tuples(self._preset()["affine"]))
 
     def deformable_options(self) -> DeformableOptions:
-        cfg = _tuples(self._preset()["deformable"])
+        cfg = dict(self._preset()["deformable"])
+        levels = [dict(lv) for lv in cfg.pop("levels")]
         if self.iterations is not None:
-            its = tuple(int(i) for i in self.iterations)
-            cfg["iterations"] = (its + (cfg["iterations"][-1],) * len(cfg["levels_mm"]))[: len(cfg["levels_mm"])]
+            its = [int(i) for i in self.iterations]
+            for i, level in enumerate(levels):
+                level["iterations"] = its[i] if i < len(its) else its[-1]
         if self.reg_weight is not None:
             cfg["reg_weight"] = float(self.reg_weight)
         cfg["diffeomorphic"] = self.diffeomorphic
-        return DeformableOptions(**cfg)
+        cfg["seed"] = self.seed
+        return DeformableOptions(levels=tuple(Level(**lv) for lv in levels), **cfg)
 
     def working_spacing(self) -> float:
         return float(self.spacing if self.spacing is not None else self._preset()["spacing_mm"])
@@ -147,15 +150,20 @@ def register(
     timings["prepare"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    affine = affine_register(f_work, work, m_t, moving_grid, opts.affine_options(), progress=prog.stage("affine"))
+    # the moving image goes through the same resampling as the fixed one (its own RAS-aligned
+    # grid at the working spacing), so identical images give identical pyramids
+    m_canon_grid = working_grid(moving, moving_norm, spacing)
+    m_canon = sample(m_t, moving_grid, points_ras(m_canon_grid, device))
+    affine = affine_register(f_work, work, m_canon, m_canon_grid, opts.affine_options(), progress=prog.stage("affine"))
+    del m_canon
     timings["affine"] = time.perf_counter() - t1
 
-    disp_work = None
+    disp_work, disp_grid = None, None
     if opts.method == "io":
         t2 = time.perf_counter()
         a = torch.as_tensor(affine, dtype=torch.float32, device=device)
         m_work = sample(m_t, moving_grid, work_pts @ a[:3, :3].T + a[:3, 3])
-        disp_work = deformable_register(
+        disp_work, disp_grid = deformable_register(
             f_work, m_work, work, opts.deformable_options(), progress=prog.stage("deformable"), cancel=cancel
         )
         timings["deformable"] = time.perf_counter() - t2
@@ -164,7 +172,7 @@ def register(
     report_warp = prog.stage("warp")
     report_warp(0.0, "composing and resampling")
     with torch.no_grad():
-        disp = total_displacement(fixed_grid, affine, disp_work, work, device)
+        disp = total_displacement(fixed_grid, affine, disp_work, disp_grid, device)
         warped = warp_image(moving, fixed_grid, disp)
         report_warp(0.4, "warping labels" if moving_labels is not None else "Jacobian")
         labels_out = None

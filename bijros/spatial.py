@@ -71,22 +71,34 @@ def identity_normalized(shape: tuple[int, int, int], device, dtype=torch.float32
     return F.affine_grid(theta, [1, 1, *shape], align_corners=True)[0]
 
 
-def downsample(volume: torch.Tensor, grid: Grid, factors: tuple[int, int, int]) -> tuple[torch.Tensor, Grid]:
-    """Average-pool a (C, I, J, K) volume by integer ``factors`` and return the matching grid."""
-    if all(f == 1 for f in factors):
+def downsample(
+    volume: torch.Tensor, grid: Grid, factors: tuple[int, int, int], zero_margin: bool = False
+) -> tuple[torch.Tensor, Grid]:
+    """Average-pool a (C, I, J, K) volume by integer ``factors`` and return the matching grid.
+
+    ``zero_margin`` pads ``factors`` voxels of zeros on every side first, so the world outside
+    the image counts as 0, the same way resampling onto a larger grid treats it; otherwise the
+    last partial block is filled by replicating the edge.
+    """
+    if all(f == 1 for f in factors) and not zero_margin:
         return volume, grid
+    shift = np.zeros(3)
+    if zero_margin:
+        f0, f1, f2 = factors
+        volume = F.pad(volume[None], (f2, f2, f1, f1, f0, f0))[0]
+        shift = -np.array(factors, float)
     pad = [0, (-volume.shape[3]) % factors[2], 0, (-volume.shape[2]) % factors[1], 0, (-volume.shape[1]) % factors[0]]
-    padded = F.pad(volume[None], pad, mode="replicate")
+    padded = F.pad(volume[None], pad, mode="constant" if zero_margin else "replicate")
     pooled = F.avg_pool3d(padded, kernel_size=factors, stride=factors)[0]
     scale = np.eye(4)
     scale[:3, :3] = np.diag(factors)
-    scale[:3, 3] = (np.array(factors) - 1) / 2.0
+    scale[:3, 3] = (np.array(factors) - 1) / 2.0 + shift
     return pooled, Grid(tuple(pooled.shape[1:]), grid.ijk_to_ras @ scale)
 
 
 def pool_factors(spacing: np.ndarray, target_mm: float) -> tuple[int, int, int]:
     """Integer pooling factors bringing ``spacing`` close to (not above) ``target_mm``."""
-    return tuple(max(1, int(math.floor(target_mm / s + 1e-6))) for s in spacing)  # type: ignore[return-value]
+    return tuple(max(1, math.floor(target_mm / s + 1e-6)) for s in spacing)  # type: ignore[return-value]
 
 
 def resize_field(field: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:

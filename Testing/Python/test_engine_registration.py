@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from scipy import ndimage
 
 from bijros.image import Image
@@ -50,24 +49,17 @@ def test_self_registration_gives_near_zero_displacement_and_dice_one(small_brain
     result = register(small_brain, small_brain, labels, RegistrationOptions(spacing=3.0, **FAST))
     inside = small_brain.array > np.percentile(small_brain.array, 60)
     magnitude = np.linalg.norm(result.displacement_ras_mm, axis=-1)[inside]
-    # should be ~0; 1 mm tolerates the affine drift reported in test_self_registration_affine_is_identity
-    assert np.median(magnitude) < 1.0, f"median |d| {np.median(magnitude):.2f} mm on an identical pair"
-    assert magnitude.max() < 2.0, f"max |d| {magnitude.max():.2f} mm on an identical pair"
+    assert np.median(magnitude) < 0.25, f"median |d| {np.median(magnitude):.2f} mm on an identical pair"
+    assert magnitude.max() < 0.6, f"max |d| {magnitude.max():.2f} mm on an identical pair"
     dice = dice_per_label(result.labels.array, labels.array, [1, 2, 3])
-    assert min(dice.values()) > 0.95, dice  # 1.0 expected; lowered by the affine drift (see xfail below)
+    assert min(dice.values()) > 0.98, dice
     assert result.report["qc"]["folding_fraction"] == 0.0
     core = (slice(3, -3),) * 3  # away from the field-of-view edges, which the brain touches
     warped = result.warped.array[core].ravel()
     original = small_brain.array[core].ravel().astype(np.float32)
-    assert np.corrcoef(warped, original)[0, 1] > 0.97  # ~1 expected; the affine drift costs a little
+    assert np.corrcoef(warped, original)[0, 1] > 0.995
 
 
-@pytest.mark.xfail(
-    reason="affine stage drifts from identity on this FOV-filling brain (scale up to ~1.036, up to 2.8 mm "
-    "inside the brain): pyramid levels pool the fixed working grid and the moving grid differently and "
-    "Adam runs at a constant rate; see the engine report. Expected to pass once affine.py is fixed.",
-    strict=False,
-)
 def test_self_registration_affine_is_identity(small_brain):
     result = register(small_brain, small_brain, None, RegistrationOptions(method="affine", spacing=3.0, **FAST))
     pts = brain_points(small_brain)
@@ -117,15 +109,14 @@ def test_known_smooth_deformation_is_recovered_with_higher_dice(small_brain):
     identity_dice = np.mean(list(dice_per_label(labels.array, truth, classes).values()))
     affine = register(fixed, small_brain, labels, RegistrationOptions(method="affine", spacing=3.0, **FAST))
     affine_dice = np.mean(list(dice_per_label(affine.labels.array, truth, classes).values()))
-    # the fast preset (6/4 mm levels) barely moves on this 2 mm brain; the default levels (4/2 mm) do
     io = register(fixed, small_brain, labels, RegistrationOptions(method="io", preset="default", spacing=2.0,
                                                                   device="cpu"))
     io_dice = np.mean(list(dice_per_label(io.labels.array, truth, classes).values()))
 
-    assert io_dice > identity_dice + 0.005, (identity_dice, affine_dice, io_dice)
-    assert io_dice > affine_dice + 0.01, (identity_dice, affine_dice, io_dice)
+    assert io_dice > identity_dice + 0.03, (identity_dice, affine_dice, io_dice)
+    assert io_dice > affine_dice + 0.03, (identity_dice, affine_dice, io_dice)
     inside = small_brain.array > np.percentile(small_brain.array, 60)
     before = np.linalg.norm(disp, axis=-1)[inside].mean()
     after = np.linalg.norm(io.displacement_ras_mm - disp, axis=-1)[inside].mean()
-    assert after < 0.8 * before, f"displacement error {after:.2f} mm vs {before:.2f} mm unregistered"
+    assert after < 0.6 * before, f"displacement error {after:.2f} mm vs {before:.2f} mm unregistered"
     assert io.report["qc"]["folding_fraction"] < 0.01
