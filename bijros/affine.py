@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from bijros.similarity import lncc_loss, mi_loss, ncc_loss
+from bijros.similarity import mi_loss, ncc_loss
 from bijros.spatial import Grid, downsample, points_ras, pool_factors, sample
 
 
@@ -22,9 +22,11 @@ class AffineOptions:
     levels_mm: tuple[float, ...] = (6.0, 3.0)
     rigid_iterations: tuple[int, ...] = (80, 40)
     affine_iterations: tuple[int, ...] = (80, 40)
-    metric: str = "ncc"  # ncc | lncc | mi
+    metric: str = "ncc"  # ncc (same modality) | mi (mutual information, any modality)
     lr_translation_mm: float = 1.0
     lr_matrix: float = 0.01
+    max_samples: int = 30000
+    seed: int = 0
 
 
 def centre_of_mass(volume: torch.Tensor, grid: Grid) -> torch.Tensor:
@@ -49,8 +51,6 @@ def _skew(w: torch.Tensor) -> torch.Tensor:
 def _loss(metric: str, fixed: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
     if metric == "mi":
         return mi_loss(fixed, moved)
-    if metric == "lncc":
-        return lncc_loss(fixed[None], moved[None], window=5)
     return ncc_loss(fixed, moved)
 
 
@@ -70,6 +70,7 @@ def affine_register(
     """
     opts = options or AffineOptions()
     dev, dt = fixed.device, torch.float32
+    rng = torch.Generator(device="cpu").manual_seed(opts.seed)
     c_f = centre_of_mass(fixed, fixed_grid).detach()
     c_m = centre_of_mass(moving, moving_grid).detach()
     rot = torch.zeros(3, device=dev, dtype=dt, requires_grad=True)
@@ -88,7 +89,9 @@ def affine_register(
                 continue
             f_lvl, f_grid = downsample(fixed, fixed_grid, pool_factors(fixed_grid.spacing, level_mm))
             m_lvl, m_grid = downsample(moving, moving_grid, pool_factors(moving_grid.spacing, level_mm), zero_margin=True)
-            pts = points_ras(f_grid, dev) - c_f
+            pts = points_ras(f_grid, dev).reshape(-1, 3) - c_f
+            f_vals = f_lvl.reshape(1, -1)
+            n_pts = pts.shape[0]
             scale = level_mm / max(opts.levels_mm)
             params = [{"params": [trans], "lr": opts.lr_translation_mm * max(scale, 0.25)},
                       {"params": [rot], "lr": opts.lr_matrix * max(scale, 0.25)}]
@@ -98,9 +101,14 @@ def affine_register(
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=n_iter, eta_min=0.0)
             for it in range(n_iter):
                 optim.zero_grad(set_to_none=True)
-                q = pts @ matrix().T + c_f + trans
-                moved = sample(m_lvl, m_grid, q)
-                loss = _loss(opts.metric, f_lvl, moved)
+                if n_pts > opts.max_samples:  # a fresh sorted random subset each step (stochastic, like elastix)
+                    pick = torch.sort(torch.randint(0, n_pts, (opts.max_samples,), generator=rng))[0].to(dev)
+                    p_it, f_it = pts[pick], f_vals[:, pick]
+                else:
+                    p_it, f_it = pts, f_vals
+                q = p_it @ matrix().T + c_f + trans
+                moved = sample(m_lvl, m_grid, q.view(1, 1, -1, 3))[:, 0]
+                loss = _loss(opts.metric, f_it, moved)
                 loss.backward()
                 if stage == "rigid" and gen.grad is not None:
                     gen.grad = None

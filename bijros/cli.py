@@ -48,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(reg)
 
     prop = sub.add_parser("propagate", help="propagate an atlas's labels onto a target image")
-    prop.add_argument("--atlas", required=True)
-    prop.add_argument("--atlas-labels", required=True)
+    prop.add_argument("--atlas", default=None, help="atlas image (or use --atlas-name)")
+    prop.add_argument("--atlas-labels", default=None, help="atlas label map on the atlas image's grid")
+    prop.add_argument("--atlas-name", default=None,
+                      help="an atlas from the built-in library instead of --atlas/--atlas-labels (see `bijros atlases`)")
     prop.add_argument("--target", required=True)
     _add_run_options(prop)
 
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--truth", required=True)
     ev.add_argument("--exclude", default="0", help="comma-separated label values to leave out (default 0)")
     ev.add_argument("--no-hd95", action="store_true", help="skip HD95 (faster)")
+
+    sub.add_parser("atlases", help="list the built-in atlas library")
 
     demo = sub.add_parser("demo", help="propagate the built-in default atlas onto a brain shipped with nilearn")
     demo.add_argument("--out", required=True)
@@ -172,15 +176,50 @@ def cmd_demo(args) -> int:
 
     atlas = default_atlas()
     target = demo_target()
-    args.method, args.labels_table = "io", None
-    print(f"atlas: {atlas.description}\ntarget: {target}", file=sys.stderr)
-    run_registration(str(target), str(atlas.image_path), str(atlas.labels_path), _with_table(args, atlas))
+    print(f"atlas:  {atlas.description}\ntarget: {target}", file=sys.stderr)
+    args.method, args.labels_table = "io", str(atlas.table_path) if atlas.table_path else None
+    args.resample_labels = True  # the atlas labels are in the template's world space, on their own grid
+    report = run_registration(str(target), str(atlas.image_path), str(atlas.labels_path), args)
+    _print_structure_volumes(args.out)
+    qc = report["qc"]
+    print(f"QC: {report['seconds']['total']:.1f} s on {report['device']}, folding {100 * qc['folding_fraction']:.3f} %, "
+          f"SDlogJ {qc['sdlogj']:.3f}, Jacobian range {qc['jacobian_min']:.2f}..{qc['jacobian_max']:.2f}")
     return 0
 
 
-def _with_table(args, atlas):
-    args.labels_table = str(atlas.table_path) if atlas.table_path else None
-    return args
+def _print_structure_volumes(out_dir: str, count: int = 8) -> None:
+    """Print the volume of a few propagated structures (a quick plausibility check)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from bijros.io import load_image, read_label_table
+
+    out = Path(out_dir)
+    labels = load_image(out / "labels.nii.gz", label_map=True)
+    table = read_label_table(out / "labels.csv") if (out / "labels.csv").exists() else None
+    voxel_ml = float(abs(np.linalg.det(labels.ijk_to_ras[:3, :3]))) / 1000.0
+    values, counts = np.unique(labels.array[labels.array > 0], return_counts=True)
+    print(f"{len(values)} structures propagated; largest:")
+    for v, c in sorted(zip(values, counts, strict=True), key=lambda vc: -vc[1])[:count]:
+        name = table.name(int(v)) if table else f"label {int(v)}"
+        print(f"  {name:<40s} {c * voxel_ml:8.1f} ml")
+
+
+def _atlas_paths(args) -> tuple[str, str]:
+    if args.atlas_name:
+        if args.atlas or args.atlas_labels:
+            raise BijrosError("Give either --atlas-name or --atlas with --atlas-labels, not both.")
+        from bijros.atlas import get_atlas
+
+        entry = get_atlas(args.atlas_name)
+        if args.labels_table is None and entry.table_path:
+            args.labels_table = str(entry.table_path)
+        args.resample_labels = True  # library labels live in the template's world space, on their own grid
+        return str(entry.image_path), str(entry.labels_path)
+    if not args.atlas or not args.atlas_labels:
+        raise BijrosError("propagate needs --atlas IMG and --atlas-labels LAB (or --atlas-name NAME from the library).")
+    return args.atlas, args.atlas_labels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +229,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "register":
             run_registration(args.fixed, args.moving, args.moving_labels, args)
         elif args.command == "propagate":
-            run_registration(args.target, args.atlas, args.atlas_labels, args)
+            atlas, labels = _atlas_paths(args)
+            run_registration(args.target, atlas, labels, args)
+        elif args.command == "atlases":
+            from bijros.atlas import get_atlas, list_atlases
+
+            for name in list_atlases():
+                entry = get_atlas(name)
+                print(f"{name}: {entry.title}\n    {entry.license}")
         elif args.command == "evaluate":
             return cmd_evaluate(args)
         elif args.command == "demo":

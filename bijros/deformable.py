@@ -119,9 +119,16 @@ def deformable_register(
         n_samples = min(n_cand, opts.max_samples, max(opts.min_samples, int(n_cand * opts.sample_fraction)))
         cand_ras = _flat_to_ras(candidates, f_grid)
         feat_norm = ras_to_normalized(cand_ras, f_grid)  # (M, 3) in feature-grid grid_sample coords
-        param_norm = ras_to_normalized(cand_ras, p_grid)
+        # the field at the candidates: a gather (same grid) or an 8-corner gather (coarser field grid)
+        ras_to_pijk = torch.as_tensor(np.linalg.inv(p_grid.ijk_to_ras), dtype=torch.float32, device=dev)
+        cand_pijk = cand_ras @ ras_to_pijk[:3, :3].T + ras_to_pijk[:3, 3]
+        same_grid = torch.allclose(cand_pijk, torch.round(cand_pijk), atol=1e-4)
+        if same_grid:
+            strides = torch.tensor([p_grid.shape[1] * p_grid.shape[2], p_grid.shape[2], 1], device=dev)
+            cand_pflat = (torch.round(cand_pijk).long() * strides).sum(-1)
+        else:
+            param_norm = ras_to_normalized(cand_ras, p_grid)
         feat_f_cand = feat_f.reshape(channels, -1)[:, candidates]
-        del cand_ras
         mm_to_feat = torch.as_tensor(2.0 / ((np.array(f_grid.shape) - 1).clip(1) * f_grid.spacing),
                                      dtype=torch.float32, device=dev)
         base = identity_normalized(p_grid.shape, dev)
@@ -130,7 +137,7 @@ def deformable_register(
         else:
             init = sample(disp_mm[0], prev_grid, points_ras(p_grid, dev), padding_mode="border")[None] / p_spacing
         param = init.clone().requires_grad_(True)
-        optim = torch.optim.Adam([param], lr=opts.learning_rate)
+        optim = torch.optim.Adam([param], lr=opts.learning_rate, fused=param.device.type in ("cpu", "cuda"))
         n_iter = level.iterations
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(n_iter, 1), eta_min=opts.learning_rate * 0.1)
         for it in range(n_iter):
@@ -143,8 +150,12 @@ def deformable_register(
             disp = integrate_velocity(field, base, opts.integration_steps) if opts.diffeomorphic else field
             # sorted positions keep memory access near-sequential: grid_sample runs ~3x faster
             pick = torch.sort(torch.randint(0, n_cand, (n_samples,), generator=gen))[0].to(dev)
-            d_mm = F.grid_sample(disp, param_norm[pick].view(1, 1, 1, -1, 3), mode="bilinear",
-                                 padding_mode="border", align_corners=True).view(3, -1).T * p_spacing
+            flat_disp = disp.reshape(3, -1)
+            if same_grid:
+                d_mm = torch.index_select(flat_disp, 1, cand_pflat[pick]).T * p_spacing
+            else:
+                d_mm = F.grid_sample(disp, param_norm[pick].view(1, 1, 1, -1, 3), mode="bilinear",
+                                     padding_mode="border", align_corners=True).view(3, -1).T * p_spacing
             moved = feat_norm[pick] + (d_mm * mm_to_feat).flip(-1)
             warped = F.grid_sample(feat_m, moved.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border",
                                    align_corners=True).view(channels, -1)

@@ -96,8 +96,15 @@ def jacobian_determinant(displacement: np.ndarray, ijk_to_ras: np.ndarray) -> np
     d = torch.as_tensor(displacement, dtype=torch.float32)  # (I, J, K, 3)
     grads = torch.stack(torch.gradient(d, dim=(0, 1, 2)), dim=-1)  # (I,J,K,3 comp,3 ijk)
     inv = torch.as_tensor(np.linalg.inv(ijk_to_ras[:3, :3]), dtype=torch.float32)  # ijk per mm
-    jac = grads @ inv + torch.eye(3)
-    return torch.linalg.det(jac).numpy()
+    j = grads @ inv + torch.eye(3)
+    del grads
+    # explicit 3x3 determinant: much faster than batched linalg.det on millions of small matrices
+    det = (
+        j[..., 0, 0] * (j[..., 1, 1] * j[..., 2, 2] - j[..., 1, 2] * j[..., 2, 1])
+        - j[..., 0, 1] * (j[..., 1, 0] * j[..., 2, 2] - j[..., 1, 2] * j[..., 2, 0])
+        + j[..., 0, 2] * (j[..., 1, 0] * j[..., 2, 1] - j[..., 1, 1] * j[..., 2, 0])
+    )
+    return det.numpy()
 
 
 def folding_stats(jac: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:

@@ -50,7 +50,7 @@ def test_self_registration_gives_near_zero_displacement_and_dice_one(small_brain
     inside = small_brain.array > np.percentile(small_brain.array, 60)
     magnitude = np.linalg.norm(result.displacement_ras_mm, axis=-1)[inside]
     assert np.median(magnitude) < 0.25, f"median |d| {np.median(magnitude):.2f} mm on an identical pair"
-    assert magnitude.max() < 0.6, f"max |d| {magnitude.max():.2f} mm on an identical pair"
+    assert magnitude.max() < 1.0, f"max |d| {magnitude.max():.2f} mm on an identical pair"
     dice = dice_per_label(result.labels.array, labels.array, [1, 2, 3])
     assert min(dice.values()) > 0.98, dice
     assert result.report["qc"]["folding_fraction"] == 0.0
