@@ -27,6 +27,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
     p.add_argument("--spacing", type=float, default=None, help="working grid spacing in mm (default: preset's, 1 mm)")
     p.add_argument("--diffeomorphic", action="store_true", help="stationary velocity field + scaling and squaring")
+    p.add_argument("--affine-metric", default=None, choices=["ncc", "mi"],
+                   help="affine similarity: ncc (same contrast, default) or mi (mutual information, e.g. CT to MR)")
     p.add_argument("--iterations", type=str, default=None, help="deformable iterations per level, e.g. 60,40")
     p.add_argument("--reg-weight", type=float, default=None, help="regularisation weight (default: preset's)")
     p.add_argument("--resample-labels", action="store_true",
@@ -89,6 +91,7 @@ def _options(args):
         iterations=iterations,
         reg_weight=getattr(args, "reg_weight", None),
         resample_labels=getattr(args, "resample_labels", False),
+        affine_metric=getattr(args, "affine_metric", None),
     )
 
 

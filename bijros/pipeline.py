@@ -50,10 +50,14 @@ class RegistrationOptions:
     iterations: tuple[int, ...] | None = None  # deformable iterations per level; None = preset
     reg_weight: float | None = None
     resample_labels: bool = False
+    affine_metric: str | None = None  # ncc | mi; None = the preset's
     seed: int = 0
 
     def affine_options(self) -> AffineOptions:
-        return AffineOptions(**_tuples(self._preset()["affine"]))
+        cfg = _tuples(self._preset()["affine"])
+        if self.affine_metric is not None:
+            cfg["metric"] = self.affine_metric
+        return AffineOptions(**cfg)
 
     def deformable_options(self) -> DeformableOptions:
         cfg = dict(self._preset()["deformable"])
@@ -81,6 +85,8 @@ class RegistrationOptions:
         if self.method not in METHODS:
             raise InputError(f"Unknown method '{self.method}'. Choose one of: {', '.join(METHODS)}.")
         self._preset()
+        if self.affine_metric not in (None, "ncc", "mi"):
+            raise InputError(f"Unknown affine metric '{self.affine_metric}'. Use ncc or mi.")
         if self.spacing is not None and not (0.2 <= self.spacing <= 10):
             raise InputError(f"--spacing {self.spacing} mm is out of range; use a value between 0.2 and 10 mm.")
 
