@@ -72,6 +72,17 @@ def integrate_velocity(velocity: torch.Tensor, base: torch.Tensor, steps: int) -
     return disp
 
 
+def exp_field(velocity: torch.Tensor, steps: int) -> torch.Tensor:
+    """Displacement = exp(velocity) by scaling and squaring, on a grid half as fine (as VoxelMorph's
+    ``int_downsize``): 1/8 of the cost; the result is upsampled back. (1, 3, D, H, W) voxel units."""
+    shape = velocity.shape[2:]
+    if min(shape) < 8:
+        return integrate_velocity(velocity, identity_normalized(tuple(shape), velocity.device), steps)
+    small = F.avg_pool3d(velocity, 2, ceil_mode=True) / 2.0
+    disp = integrate_velocity(small, identity_normalized(tuple(small.shape[2:]), velocity.device), steps)
+    return F.interpolate(disp, size=shape, mode="trilinear", align_corners=True) * 2.0
+
+
 def _features(image: torch.Tensor, kind: str) -> torch.Tensor:
     """(1, 1, D, H, W) intensities -> (1, C, D, H, W) features for an SSD similarity."""
     if kind == "mind":
@@ -131,7 +142,6 @@ def deformable_register(
         feat_f_cand = feat_f.reshape(channels, -1)[:, candidates]
         mm_to_feat = torch.as_tensor(2.0 / ((np.array(f_grid.shape) - 1).clip(1) * f_grid.spacing),
                                      dtype=torch.float32, device=dev)
-        base = identity_normalized(p_grid.shape, dev)
         if disp_mm is None:
             init = torch.zeros((1, 3, *p_grid.shape), device=dev)
         else:
@@ -147,7 +157,7 @@ def deformable_register(
                 raise CancelledError("Registration cancelled.")
             optim.zero_grad(set_to_none=True)
             field = param
-            disp = integrate_velocity(field, base, opts.integration_steps) if opts.diffeomorphic else field
+            disp = exp_field(field, opts.integration_steps) if opts.diffeomorphic else field
             # sorted positions keep memory access near-sequential: grid_sample runs ~3x faster
             pick = torch.sort(torch.randint(0, n_cand, (n_samples,), generator=gen))[0].to(dev)
             flat_disp = disp.reshape(3, -1)
@@ -175,7 +185,7 @@ def deformable_register(
                 progress(done / total, f"deformable {level.feature_mm:g} mm: similarity {data.item():.4f}")
         with torch.no_grad():
             field = param
-            disp = integrate_velocity(field, base, opts.integration_steps) if opts.diffeomorphic else field
+            disp = exp_field(field, opts.integration_steps) if opts.diffeomorphic else field
             disp_mm = disp.detach() * p_spacing
             prev_grid = p_grid
     assert disp_mm is not None and prev_grid is not None
