@@ -443,7 +443,7 @@ class BiJROSRegistrationLogic(ScriptedLoadableModuleLogic, RegistrationLogic):
             return reason
         iterations = parameterNode.GetParameter("Iterations").strip()
         if iterations and not re.fullmatch(r"\d+(\s*,\s*\d+)*", iterations):
-            return f"Iterations '{iterations}': give whole numbers separated by commas, e.g. 60,40."
+            return f"Iterations '{iterations}': give whole numbers separated by commas, e.g. 40,30,20."
         return ""
 
     def register(self, fixedVolume, movingVolume, method="deformable", outputTransform=None,
@@ -456,7 +456,7 @@ class BiJROSRegistrationLogic(ScriptedLoadableModuleLogic, RegistrationLogic):
             propagated onto the fixed volume with its segment names and colours.
         :param kwargs: createWarpedVolume=True, createSegmentation=True, createJacobian=False,
             device="auto" | "cpu" | "cuda", preset="default" | "fast" | "accurate", spacing (mm),
-            iterations ("60,40"), regWeight, diffeomorphic=False.
+            iterations ("40,30,20"), regWeight, diffeomorphic=False.
         :return: dict with "transform", "affineTransform", "warpedVolume", "segmentation",
             "jacobianVolume" (None when not made) and "report" (the engine's QC report).
         :raises ValueError: unusable inputs (message says why). RuntimeError: the run failed

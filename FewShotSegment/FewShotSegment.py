@@ -446,7 +446,7 @@ class FewShotSegmentLogic(ScriptedLoadableModuleLogic, PropagationLogic):
         they are None, the library atlas ``atlasName`` (None: the library's default).
 
         :param kwargs: method="deformable" | "affine", device="auto" | "cpu" | "cuda",
-            preset="default" | "fast" | "accurate", spacing (mm), iterations ("60,40"),
+            preset="default" | "fast" | "accurate", spacing (mm), iterations ("40,30,20"),
             regWeight, diffeomorphic=False, createTransform=True, createJacobian=False.
         :return: dict with "segmentation" (on the target, atlas names and colours),
             "transform", "affineTransform", "jacobianVolume" (None when not made) and "report".

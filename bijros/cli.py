@@ -29,7 +29,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diffeomorphic", action="store_true", help="stationary velocity field + scaling and squaring")
     p.add_argument("--affine-metric", default=None, choices=["ncc", "mi"],
                    help="affine similarity: ncc (same contrast, default) or mi (mutual information, e.g. CT to MR)")
-    p.add_argument("--iterations", type=str, default=None, help="deformable iterations per level, e.g. 60,40")
+    p.add_argument("--iterations", type=str, default=None, help="deformable iterations per level, e.g. 40,30,20")
     p.add_argument("--reg-weight", type=float, default=None, help="regularisation weight (default: preset's)")
     p.add_argument("--resample-labels", action="store_true",
                    help="accept a label map that is not on its image's grid (resampled through world coordinates)")
@@ -81,7 +81,7 @@ def _options(args):
         try:
             iterations = tuple(int(x) for x in args.iterations.split(","))
         except ValueError as exc:
-            raise BijrosError(f"--iterations '{args.iterations}' must be comma-separated whole numbers, e.g. 60,40.") from exc
+            raise BijrosError(f"--iterations '{args.iterations}' must be comma-separated whole numbers, e.g. 40,30,20.") from exc
     return RegistrationOptions(
         method=getattr(args, "method", "io"),
         preset=args.preset,

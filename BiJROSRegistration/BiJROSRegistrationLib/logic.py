@@ -175,7 +175,7 @@ class _EngineLogic:
             else:
                 parts = [str(iterations)]
             if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
-                raise ValueError(f"Iterations '{iterations}' must be positive whole numbers, e.g. 60,40.")
+                raise ValueError(f"Iterations '{iterations}' must be positive whole numbers, e.g. 40,30,20.")
             args += ["--iterations", ",".join(parts)]
         if regWeight is not None:
             if float(regWeight) < 0:
