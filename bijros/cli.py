@@ -4,6 +4,7 @@
     bijros propagate --atlas IMG --atlas-labels LAB --target IMG --out DIR [options]
     bijros evaluate  --pred LAB --truth LAB [--exclude 0,15,...]
     bijros demo      --out DIR
+    bijros train-registration --config FILE --out DIR
 
 Exit codes: 0 success, 2 bad input or unavailable device (message on stderr), 130 cancelled.
 """
@@ -70,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--preset", default="default", choices=["default", "fast", "accurate"])
     demo.add_argument("--device", default="auto")
     demo.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
+
+    tr = sub.add_parser("train-registration",
+                        help="train a learned registration model on synthetic pairs from label maps (resumable)")
+    tr.add_argument("--config", required=True, help="training config JSON (example: bijros/data/train_eoir_2mm.json)")
+    tr.add_argument("--out", required=True, help="run folder: checkpoint.pt, loss.csv, loss.png, model.safetensors, "
+                                                 "model.json; an existing checkpoint there is resumed")
+    tr.add_argument("--progress", default="bar", choices=["bar", "none"])
     return parser
 
 
@@ -225,8 +233,22 @@ def _atlas_paths(args) -> tuple[str, str]:
     return args.atlas, args.atlas_labels
 
 
+def cmd_train(args, argv: list[str]) -> int:
+    import shlex
+
+    from bijros.train import TrainConfig, train
+
+    cfg = TrainConfig.load(args.config)
+    summary = train(cfg, args.out, command=shlex.join(["bijros", *argv]), progress=args.progress == "bar")
+    resumed = f" (resumed from step {summary['resumed_from']})" if summary["resumed_from"] is not None else ""
+    loss = f", last loss {summary['loss']:.4f}" if summary["loss"] is not None else ""
+    print(f"trained to step {summary['step']}{resumed}{loss}; wrote {summary['out']}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         if args.command == "register":
@@ -244,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_evaluate(args)
         elif args.command == "demo":
             return cmd_demo(args)
+        elif args.command == "train-registration":
+            return cmd_train(args, argv)
         return 0
     except CancelledError as exc:
         print(f"bijros: cancelled: {exc}", file=sys.stderr)

@@ -217,8 +217,9 @@ def test_engine_package_and_data_are_installed_next_to_the_modules(top_level):
     for path in (REPO / "bijros" / "data").iterdir():
         if path.is_file():
             assert f"bijros/data/*{path.suffix}" in patterns, f"{path.name} would not be installed with the engine"
-    subpackages = [p for p in (REPO / "bijros").iterdir() if p.is_dir() and (p / "__init__.py").is_file()]
-    assert not subpackages, f"add the engine's subpackages {subpackages} to the top-level CMakeLists.txt"
+    subpackages = [p.name for p in (REPO / "bijros").iterdir() if p.is_dir() and (p / "__init__.py").is_file()]
+    missing = [name for name in subpackages if f"bijros/{name}/*.py" not in patterns]
+    assert not missing, f"add the engine's subpackages {missing} to the top-level CMakeLists.txt"
     listed = set(variables["BIJROS_EXTENSION_RESOURCES"])
     on_disk = {p.relative_to(REPO).as_posix() for p in (REPO / "Resources" / "Atlases").glob("*") if p.is_file()}
     assert on_disk <= listed and all((REPO / f).is_file() for f in listed)

@@ -1,0 +1,235 @@
+"""SynthMorph-style training pairs, generated on the fly in torch (CPU or GPU) from label maps.
+
+After Hoffmann et al., "SynthMorph": each sample takes a label map (integer, e.g. a SynthSeg
+training segmentation), moves it by a random affine and a random smooth (diffeomorphic)
+deformation, crops it, and paints it with random intensities: a Gaussian mean and standard
+deviation per label and per sample, Gaussian blur, a smooth multiplicative bias field and
+Gaussian noise, then min-max normalisation to [0, 1]. Fixed and moving are drawn
+independently (from two label maps, or the same one with probability ``same_map_prob``), so
+the network never sees a real contrast and has to rely on shape. The labels go through
+exactly the same spatial transform as the image (nearest neighbour), so each pair's
+ground-truth label maps are consistent with its images.
+
+Why not torchio (RandomLabelsToImage, RandomBiasField, ...): torchio works on CPU tensors one
+subject at a time through a DataLoader; here everything is a few batched tensor operations on
+the training device (a GPU when there is one), so synthesis keeps up with the network without
+worker processes, and the engine needs no extra dependency.
+
+Shapes: ``SynthGenerator.sample(batch)`` returns ``fixed``, ``moving`` ``(B, 1, *crop)`` float32
+in [0, 1] and ``fixed_labels``, ``moving_labels`` ``(B, 1, *crop)`` int64 in ``0..num_classes-1``
+(the compact classes scored by Dice; 0 is background).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bijros.errors import InputError
+from bijros.models.spatial import integrate
+
+# FreeSurfer aseg labels with left and right merged (SynthSeg maps use these values).
+# Everything not listed (extra-cerebral tissue, vessels, choroid plexus, ...) is background for Dice,
+# but still gets its own random intensity.
+FREESURFER_MERGED = {
+    "cerebral white matter": (2, 41), "cerebral cortex": (3, 42), "lateral ventricle": (4, 43),
+    "inferior lateral ventricle": (5, 44), "cerebellum white matter": (7, 46), "cerebellum cortex": (8, 47),
+    "thalamus": (10, 49), "caudate": (11, 50), "putamen": (12, 51), "pallidum": (13, 52),
+    "3rd ventricle": (14,), "4th ventricle": (15,), "brain stem": (16,), "hippocampus": (17, 53),
+    "amygdala": (18, 54), "CSF": (24,), "accumbens": (26, 58), "ventral DC": (28, 60),
+}
+
+
+@dataclasses.dataclass
+class SynthOptions:
+    crop: tuple[int, int, int] = (96, 112, 96)  # voxels at the training spacing
+    max_rotation_deg: float = 10.0
+    max_scale: float = 0.1  # isotropic-ish: each axis scales by 1 +- max_scale
+    max_shift_vox: float = 6.0  # crop centre jitter around the label map's centre
+    deform_max_std_vox: float = 3.0  # random velocity std (voxels), drawn uniformly in [0, max] per sample
+    deform_control_vox: int = 8  # velocity drawn on a grid this many voxels apart, then upsampled
+    deform_int_steps: int = 5
+    intensity_max_std: float = 0.1  # per-label std drawn in [0, max]; means in [0, 1]
+    blur_max_sigma_vox: float = 1.0
+    bias_max_std: float = 0.3  # log-bias std, drawn in [0, max]
+    bias_control_vox: int = 16
+    noise_max_std: float = 0.05
+    same_map_prob: float = 0.1
+    dice_labels: str = "freesurfer_merged"  # freesurfer_merged | all (every value present, in order)
+    max_classes: int = 32  # cap for "all"
+
+    def __post_init__(self) -> None:
+        self.crop = tuple(int(c) for c in self.crop)  # type: ignore[assignment]
+        if len(self.crop) != 3 or min(self.crop) < 4:
+            raise InputError(f"crop must be three sizes of at least 4 voxels, got {self.crop}")
+        if self.dice_labels not in ("freesurfer_merged", "all"):
+            raise InputError(f"dice_labels must be 'freesurfer_merged' or 'all', got '{self.dice_labels}'")
+
+
+def load_label_maps(pattern: str, spacing_mm: float, max_maps: int | None = None) -> list[np.ndarray]:
+    """Label maps matching ``pattern`` (glob), resampled with nearest neighbour to ``spacing_mm`` voxels.
+
+    Orientation is ignored (the random affine covers small differences); only the voxel size is used.
+    """
+    import nibabel as nib
+
+    paths = sorted(glob.glob(str(Path(pattern).expanduser())))[: max_maps or None]
+    if not paths:
+        raise InputError(f"no label maps match '{pattern}'")
+    maps = []
+    for path in paths:
+        img = nib.load(path)
+        arr = np.asarray(img.dataobj)
+        if arr.ndim != 3:
+            raise InputError(f"label map {path} is not a 3D volume (shape {arr.shape})")
+        arr = np.rint(arr).astype(np.int32)
+        zooms = np.asarray(img.header.get_zooms()[:3], float)
+        shape = tuple(max(4, round(n * z / spacing_mm)) for n, z in zip(arr.shape, zooms, strict=True))
+        if shape != arr.shape:
+            t = torch.from_numpy(arr)[None, None].float()
+            arr = F.interpolate(t, size=shape, mode="nearest-exact")[0, 0].to(torch.int32).numpy()
+        maps.append(arr)
+    return maps
+
+
+class SynthGenerator:
+    """Random image pairs with consistent label maps from a list of integer label maps.
+
+    Args:
+        label_maps: (I, J, K) integer arrays at the training spacing (any values, any sizes).
+        options: :class:`SynthOptions`.
+        device: where the maps live and the pairs are made.
+        generator: a ``torch.Generator`` on ``device`` (the only source of randomness: fixed seed = same pairs).
+    """
+
+    def __init__(self, label_maps: list[np.ndarray], options: SynthOptions | None = None,
+                 device: torch.device | str = "cpu", generator: torch.Generator | None = None):
+        self.opts = options or SynthOptions()
+        self.device = torch.device(device)
+        self.gen = generator or torch.Generator(device=self.device).manual_seed(0)
+        values = np.unique(np.concatenate([np.unique(m) for m in label_maps]))
+        if values.min() < 0:
+            raise InputError("label maps must not hold negative values")
+        lut_size = int(values.max()) + 1
+        # raw value -> consecutive index (each gets its own random intensity)
+        intensity_lut = np.zeros(lut_size, np.int64)
+        intensity_lut[values] = np.arange(len(values))
+        self.num_intensity_labels = len(values)
+        # raw value -> Dice class
+        dice_lut = np.zeros(lut_size, np.int64)
+        if self.opts.dice_labels == "freesurfer_merged":
+            self.class_names = ["background", *FREESURFER_MERGED]
+            for cls, (_, raw) in enumerate(FREESURFER_MERGED.items(), start=1):
+                for v in raw:
+                    if v < lut_size:
+                        dice_lut[v] = cls
+        else:
+            kept = [int(v) for v in values if v != 0][: self.opts.max_classes - 1]
+            self.class_names = ["background"] + [f"label {v}" for v in kept]
+            dice_lut[kept] = np.arange(1, len(kept) + 1)
+        self.num_classes = len(self.class_names)
+        # store maps as intensity indices (float for grid_sample nearest; exact below 2^24)
+        self.maps = [torch.as_tensor(intensity_lut[m], dtype=torch.float32, device=self.device)[None, None]
+                     for m in label_maps]
+        index_to_class = np.zeros(len(values), np.int64)
+        index_to_class[np.arange(len(values))] = dice_lut[values]
+        self.index_to_class = torch.as_tensor(index_to_class, device=self.device)
+
+    # -- random numbers, all from self.gen --------------------------------------------------
+    def _rand(self, *shape) -> torch.Tensor:
+        return torch.rand(shape, generator=self.gen, device=self.device)
+
+    def _randn(self, *shape) -> torch.Tensor:
+        return torch.randn(shape, generator=self.gen, device=self.device)
+
+    def _uniform(self, low: float, high: float, *shape) -> torch.Tensor:
+        return low + (high - low) * self._rand(*shape)
+
+    # -- spatial -----------------------------------------------------------------------------
+    def _rotation(self) -> torch.Tensor:
+        angles = self._uniform(-1, 1, 3) * math.radians(self.opts.max_rotation_deg)
+        c, s = torch.cos(angles), torch.sin(angles)
+        one, zero = torch.ones((), device=self.device), torch.zeros((), device=self.device)
+        rx = torch.stack([one, zero, zero, zero, c[0], -s[0], zero, s[0], c[0]]).view(3, 3)
+        ry = torch.stack([c[1], zero, s[1], zero, one, zero, -s[1], zero, c[1]]).view(3, 3)
+        rz = torch.stack([c[2], -s[2], zero, s[2], c[2], zero, zero, zero, one]).view(3, 3)
+        return rz @ ry @ rx
+
+    def _deformation(self) -> torch.Tensor:
+        """Smooth random displacement (1, 3, *crop) in crop voxels (a velocity integrated by scaling and squaring)."""
+        o = self.opts
+        coarse = tuple(max(2, math.ceil(c / o.deform_control_vox)) for c in o.crop)
+        std = self._rand(1) * o.deform_max_std_vox
+        velocity = self._randn(1, 3, *coarse) * std
+        velocity = F.interpolate(velocity, size=o.crop, mode="trilinear", align_corners=True)
+        return integrate(velocity, o.deform_int_steps)
+
+    def _transform_labels(self, source: torch.Tensor) -> torch.Tensor:
+        """Sample ``source`` (1, 1, I, J, K) at a random affine + deformation of the crop grid -> (1, 1, *crop)."""
+        o = self.opts
+        crop = torch.tensor(o.crop, device=self.device, dtype=torch.float32)
+        src_shape = torch.tensor(source.shape[2:], device=self.device, dtype=torch.float32)
+        axes = [torch.arange(n, device=self.device, dtype=torch.float32) for n in o.crop]
+        pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)  # (*crop, 3) crop voxels
+        pts = pts + self._deformation()[0].permute(1, 2, 3, 0)
+        pts = pts - (crop - 1) / 2
+        scale = 1 + self._uniform(-1, 1, 3) * o.max_scale
+        matrix = self._rotation() @ torch.diag(scale)
+        centre = (src_shape - 1) / 2 + self._uniform(-1, 1, 3) * o.max_shift_vox
+        src = pts @ matrix.T + centre  # source voxel (i, j, k)
+        coords = (2 * src / (src_shape - 1).clamp_min(1) - 1).flip(-1)
+        return F.grid_sample(source, coords[None], mode="nearest", padding_mode="zeros", align_corners=True)
+
+    # -- intensity ---------------------------------------------------------------------------
+    def _blur(self, image: torch.Tensor, sigma: float) -> torch.Tensor:
+        if sigma < 0.3:
+            return image
+        radius = max(1, math.ceil(2.5 * sigma))
+        x = torch.arange(-radius, radius + 1, device=self.device, dtype=image.dtype)
+        k = torch.exp(-0.5 * (x / sigma) ** 2)
+        k = k / k.sum()
+        for axis in range(3):
+            shape = [1, 1, 1, 1, 1]
+            shape[2 + axis] = k.numel()
+            pad = [0] * 6
+            pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+            image = F.conv3d(F.pad(image, pad, mode="replicate"), k.view(shape))
+        return image
+
+    def _paint(self, index_map: torch.Tensor) -> torch.Tensor:
+        """(1, 1, *crop) intensity-label indices -> (1, 1, *crop) synthetic image in [0, 1]."""
+        o = self.opts
+        n = self.num_intensity_labels
+        means = self._rand(n)
+        stds = self._rand(n) * o.intensity_max_std
+        idx = index_map.long()
+        image = means[idx] + stds[idx] * self._randn(*idx.shape)
+        image = self._blur(image, float(self._rand(1)) * o.blur_max_sigma_vox)
+        coarse = tuple(max(2, math.ceil(c / o.bias_control_vox)) for c in o.crop)
+        log_bias = self._randn(1, 1, *coarse) * (self._rand(1) * o.bias_max_std)
+        image = image * torch.exp(F.interpolate(log_bias, size=o.crop, mode="trilinear", align_corners=True))
+        image = image + self._randn(*image.shape) * (self._rand(1) * o.noise_max_std)
+        lo, hi = image.amin(), image.amax()
+        return ((image - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
+
+    def sample(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        """A batch of pairs: ``fixed``, ``moving`` (B, 1, *crop) in [0, 1]; ``fixed_labels``, ``moving_labels``
+        (B, 1, *crop) int64 Dice classes in ``0..num_classes-1``."""
+        out: dict[str, list[torch.Tensor]] = {"fixed": [], "moving": [], "fixed_labels": [], "moving_labels": []}
+        n_maps = len(self.maps)
+        for _ in range(batch):
+            a = int(torch.randint(n_maps, (1,), generator=self.gen, device=self.device))
+            b = a
+            if n_maps > 1 and float(self._rand(1)) >= self.opts.same_map_prob:
+                b = (a + 1 + int(torch.randint(n_maps - 1, (1,), generator=self.gen, device=self.device))) % n_maps
+            for role, src in (("fixed", a), ("moving", b)):
+                index_map = self._transform_labels(self.maps[src])
+                out[role].append(self._paint(index_map))
+                out[f"{role}_labels"].append(self.index_to_class[index_map.long()])
+        return {k: torch.cat(v, 0) for k, v in out.items()}

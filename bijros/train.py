@@ -1,0 +1,268 @@
+"""Training of the learned registration models on SynthMorph-style synthetic pairs.
+
+    bijros train-registration --config bijros/data/train_eoir_2mm.json --out runs/eoir_2mm
+
+The config is a JSON object (keys below, see :class:`TrainConfig`; keys starting with ``_`` are
+comments). The run is resumable: ``OUT/checkpoint.pt`` (plain tensors, dicts and lists, loaded with
+``torch.load(weights_only=True)``) holds the model, the optimiser, the step, the random state and the
+loss history; running the same command again continues from it (raise ``steps`` to train longer).
+Outputs: ``loss.csv``, ``loss.png``, and at the end ``model.safetensors`` with ``model.json``, a
+catalog entry that :func:`bijros.weights.load_model` accepts.
+
+Loss: ``dice * (1 - soft Dice of the warped one-hot moving labels vs the fixed labels, foreground
+classes) + smooth * diffusion(displacement) [+ image * LNCC(warped moving, fixed)]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bijros.errors import InputError
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "eoir"
+    model_config: dict = dataclasses.field(default_factory=dict)
+    labelmaps: str = "../shared/data/synthseg_labelmaps/training_seg_*.nii.gz"  # glob, relative to the current folder
+    max_maps: int | None = None
+    spacing_mm: float = 2.0
+    synth: dict = dataclasses.field(default_factory=dict)  # bijros.synth.SynthOptions keyword arguments
+    steps: int = 1000
+    batch_size: int = 1
+    learning_rate: float = 1e-4
+    loss: dict = dataclasses.field(default_factory=lambda: {"dice": 1.0, "smooth": 1.0, "image": 0.0})
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast, on CUDA only
+    checkpoint_every: int = 100
+    name: str | None = None
+    data_license: str = "unknown (set data_license in the config)"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        data = {k: v for k, v in data.items() if not k.startswith("_")}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown training config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        cfg = cls(**data)
+        bad = sorted(set(cfg.loss) - {"dice", "smooth", "image"})
+        if bad:
+            raise InputError(f"unknown loss terms {bad}; use dice, smooth, image")
+        if cfg.steps < 0 or cfg.batch_size < 1 or cfg.checkpoint_every < 1:
+            raise InputError("steps must be >= 0, batch_size and checkpoint_every >= 1")
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read the training config {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InputError(f"training config {path} must be a JSON object")
+        return cls.from_dict(data)
+
+
+def soft_dice_loss(warped_onehot: torch.Tensor, fixed_onehot: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """1 - mean soft Dice over foreground classes present in either map; (B, C, ...) probabilities."""
+    dims = tuple(range(2, warped_onehot.dim()))
+    inter = (warped_onehot * fixed_onehot).sum(dims)
+    total = warped_onehot.sum(dims) + fixed_onehot.sum(dims)
+    dice = (2 * inter + eps) / (total + eps)
+    present = (total > 0).float()[:, 1:]
+    return 1 - (dice[:, 1:] * present).sum() / present.sum().clamp_min(1)
+
+
+def registration_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], weights: dict[str, float],
+                      num_classes: int) -> dict[str, torch.Tensor]:
+    """Forward one batch (see :meth:`bijros.synth.SynthGenerator.sample`); returns the terms and ``loss``."""
+    from bijros.models.spatial import warp
+    from bijros.similarity import diffusion_penalty, lncc_loss
+
+    disp = model(batch["fixed"], batch["moving"]).float()
+    moving_oh = F.one_hot(batch["moving_labels"][:, 0], num_classes).permute(0, 4, 1, 2, 3).float()
+    fixed_oh = F.one_hot(batch["fixed_labels"][:, 0], num_classes).permute(0, 4, 1, 2, 3).float()
+    terms = {"dice": soft_dice_loss(warp(moving_oh, disp), fixed_oh), "smooth": diffusion_penalty(disp)}
+    if weights.get("image", 0) > 0:
+        terms["image"] = lncc_loss(batch["fixed"].float(), warp(batch["moving"], disp))
+    terms["loss"] = sum(weights.get(k, 0.0) * v for k, v in terms.items())
+    return terms
+
+
+def _plot(history: list[list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if history:
+        steps = [h[0] for h in history]
+        for col, label in ((1, "loss"), (2, "1 - Dice")):
+            values = [h[col] for h in history]
+            window = max(1, len(values) // 50)
+            smooth = [sum(values[max(0, i - window + 1): i + 1]) / len(values[max(0, i - window + 1): i + 1])
+                      for i in range(len(values))]
+            ax.plot(steps, values, alpha=0.25)
+            ax.plot(steps, smooth, label=f"{label} (running mean of {window})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+HEADER = ["step", "loss", "dice_loss", "smooth", "image", "seconds"]
+
+
+def _write_csv(history: list[list[float]], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(HEADER)
+        for row in history:
+            writer.writerow([int(row[0]), *(f"{v:.6g}" for v in row[1:])])
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(path: Path, model, optim, step: int, gen: torch.Generator, history, cfg: TrainConfig) -> None:
+    state = {
+        "step": step,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optim.state_dict(),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "history": history,
+        "config": json.dumps(dataclasses.asdict(cfg)),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _export(model, cfg: TrainConfig, out: Path, history, command: str, n_maps: int, num_classes: int) -> dict:
+    from safetensors.torch import save_file
+
+    import bijros
+    from bijros.weights import sha256_file
+
+    weights_path = out / "model.safetensors"
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(tensors, str(weights_path), metadata={"architecture": cfg.model})
+    tail = history[-max(1, len(history) // 10):]
+    entry = {
+        "name": cfg.name or f"{cfg.model}-{cfg.spacing_mm:g}mm",
+        "file": weights_path.name,
+        "sha256": sha256_file(weights_path),
+        "architecture": cfg.model,
+        "config": cfg.model_config,
+        "input_spacing_mm": cfg.spacing_mm,
+        "input": "fixed and moving (B, 1, D, H, W), intensities min-max normalised to [0, 1], same grid",
+        "output": "displacement (B, 3, D, H, W) in voxels of the input grid, components (i, j, k), "
+                  "moving sampled at x + u(x)",
+        "training_data": f"{cfg.labelmaps} ({n_maps} label maps)",
+        "training_data_license": cfg.data_license,
+        "training": {"steps": len(history) and int(history[-1][0]), "batch_size": cfg.batch_size,
+                     "crop": cfg.synth.get("crop"), "dice_classes": num_classes, "seed": cfg.seed,
+                     "final_loss_mean_last_10pct": sum(h[1] for h in tail) / len(tail) if tail else None,
+                     "config": dataclasses.asdict(cfg)},
+        "command": command,
+        "benchmark": None,
+        "bijros_version": bijros.__version__,
+        "torch_version": torch.__version__,
+    }
+    tmp = out / "model.json.tmp"
+    tmp.write_text(json.dumps(entry, indent=1), encoding="utf-8")
+    os.replace(tmp, out / "model.json")
+    return entry
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bool = True) -> dict:
+    """Train (or resume) into ``out_dir``; returns ``{"step", "loss", "out", "resumed_from"}``."""
+    from tqdm import tqdm
+
+    from bijros.device import configure_threads, resolve_device
+    from bijros.models import build_model, count_parameters
+    from bijros.synth import SynthGenerator, SynthOptions, load_label_maps
+
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        configure_threads()
+    out = Path(out_dir)
+    options = SynthOptions(**cfg.synth)
+    maps = load_label_maps(cfg.labelmaps, cfg.spacing_mm, cfg.max_maps)
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, cfg.model_config).to(device)
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    step, history, resumed_from = 0, [], None
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        saved = json.loads(state["config"])
+        for key in ("model", "model_config", "spacing_mm"):
+            if saved[key] != dataclasses.asdict(cfg)[key]:
+                raise InputError(f"{ckpt_path} was trained with {key}={saved[key]!r}, the config says "
+                                 f"{dataclasses.asdict(cfg)[key]!r}; use another --out folder")
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        step, history = int(state["step"]), [list(map(float, h)) for h in state["history"]]
+        resumed_from = step
+    synth = SynthGenerator(maps, options, device, gen)
+    use_amp = cfg.amp and device.type == "cuda"
+    weights = {"dice": 1.0, "smooth": 1.0, "image": 0.0, **cfg.loss}
+
+    bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not progress, dynamic_ncols=True,
+               desc=f"{cfg.model} ({count_parameters(model) / 1e6:.2f} M params) on {device}")
+    start = time.monotonic() - (history[-1][5] if history else 0.0)
+    model.train()
+    try:
+        while step < cfg.steps:
+            batch = synth.sample(cfg.batch_size)
+            optim.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                terms = registration_loss(model, batch, weights, synth.num_classes)
+            loss = terms["loss"]
+            if not math.isfinite(loss.item()):
+                raise InputError(f"the loss became {loss.item()} at step {step + 1}; lower learning_rate")
+            loss.backward()
+            optim.step()
+            step += 1
+            history.append([step, loss.item(), terms["dice"].item(), terms["smooth"].item(),
+                            terms["image"].item() if "image" in terms else 0.0, time.monotonic() - start])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", dice=f"{1 - terms['dice'].item():.3f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                _save_checkpoint(ckpt_path, model, optim, step, gen, history, cfg)
+                _write_csv(history, out / "loss.csv")
+    except KeyboardInterrupt:
+        _save_checkpoint(ckpt_path, model, optim, step, gen, history, cfg)
+        _write_csv(history, out / "loss.csv")
+        raise
+    finally:
+        bar.close()
+    if not ckpt_path.exists():  # steps == 0
+        _save_checkpoint(ckpt_path, model, optim, step, gen, history, cfg)
+    _write_csv(history, out / "loss.csv")
+    _plot(history, out / "loss.png")
+    model.eval()
+    _export(model, cfg, out, history, command, len(maps), synth.num_classes)
+    return {"step": step, "loss": history[-1][1] if history else None, "out": str(out), "resumed_from": resumed_from}
