@@ -12,8 +12,8 @@ import time
 import qt
 import slicer
 import vtk
-from BiJROSRegistrationLib import dependencies
 from BiJROSRegistrationLib.logic import RegistrationLogic
+from BiJROSRegistrationLib.panel import JobPanelMixin, dependenciesReady, qcSummary
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -69,7 +69,6 @@ DEFAULT_PARAMETERS = {
     "CreateJacobian": "false",
 }
 NODE_PARAMETERS = ("FixedVolume", "MovingVolume", "MovingSegmentation", "OutputTransform")
-FINISHED_STATES = ("done", "failed", "cancelled")
 
 
 #
@@ -99,7 +98,7 @@ See the <a href="{README_URL}">BiJROS documentation</a> for the console API and 
 #
 
 
-class BiJROSRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class BiJROSRegistrationWidget(JobPanelMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The panel. All its state is in the module's parameter node (saved with the scene)."""
 
     def __init__(self, parent=None):
@@ -249,7 +248,7 @@ class BiJROSRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         if self._job is not None:
             self.onCancel()
             return
-        if not _dependenciesReady():
+        if not dependenciesReady():
             return
         kwargs = self.logic.runArguments(self._parameterNode)
         try:
@@ -273,37 +272,11 @@ class BiJROSRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         self._updateApplyButton()
         self.pollTimer.start()
 
-    def onCancel(self):
-        job = self._job
-        if job is None or job.state != "running":
-            return
-        self.ui.statusLabel.text = "Cancelling..."
-        self.ui.applyButton.enabled = False
-        slicer.app.processEvents()
-        job.cancel()
-        self.onPollJob()
+    def runButton(self):
+        return self.ui.applyButton
 
-    def onPollJob(self):
-        job = self._job
-        if job is None:
-            self.pollTimer.stop()
-            return
-        for event in job.poll():
-            message = str(event.get("message") or "")
-            if event.get("stage") == "result" or not message or message == self._lastMessage:
-                continue
-            self._lastMessage = message
-            fraction = event.get("fraction")
-            prefix = f"{100 * fraction:5.1f} %  " if isinstance(fraction, (int, float)) else ""
-            self.ui.logTextEdit.appendPlainText(prefix + message)
-        self.ui.progressBar.value = round(100 * job.fraction)
-        if job.message:
-            self.ui.statusLabel.text = job.message
-        if job.state in FINISHED_STATES:
-            self.pollTimer.stop()
-            self._job = None
-            self._onJobFinished(job)
-            self._updateApplyButton()
+    def updateRunButton(self):
+        self._updateApplyButton()
 
     def _onJobFinished(self, job):
         if job.state == "cancelled":
@@ -334,34 +307,6 @@ class BiJROSRegistrationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin
         fixed = self._parameterNode.GetNodeReference("FixedVolume")
         if nodes.get("warpedVolume") is not None:
             slicer.util.setSliceViewerLayers(background=fixed, foreground=nodes["warpedVolume"], foregroundOpacity=0.5)
-
-
-def qcSummary(report, wallSeconds=None):
-    """One line for people: time, device, folding share and SDlogJ, from the engine's report."""
-    seconds = report.get("seconds", {}).get("total", wallSeconds or 0.0)
-    qc = report.get("qc", {})
-    parts = [f"{seconds:.1f} s on {report.get('device', '?')}"]
-    if "folding_fraction" in qc:
-        parts.append(f"folding {100 * qc['folding_fraction']:.3f} % of voxels")
-    if "sdlogj" in qc:
-        parts.append(f"SDlogJ {qc['sdlogj']:.3f}")
-    return "QC: " + ", ".join(parts)
-
-
-def _dependenciesReady():
-    """True when the engine's packages are there (inside Slicer: offers to install them)."""
-    messages = dependencies.missingDependencyMessages()
-    if not messages:
-        return True
-    try:
-        if dependencies.installMissingDependencies(askConfirmation=True):
-            return True
-        problem = "The packages were not installed."
-    except Exception as exc:
-        problem = str(exc)
-    slicer.util.errorDisplay("BiJROS cannot run yet:\n\n" + "\n".join(messages) + "\n\n" + problem,
-                             windowTitle="BiJROS: missing Python packages")
-    return False
 
 
 def _bool(value):
