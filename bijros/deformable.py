@@ -216,8 +216,3 @@ def _foreground_indices(fixed: torch.Tensor, moving: torch.Tensor, threshold: fl
     mask = F.max_pool3d(mask, 3, stride=1, padding=1)[0, 0] > 0
     idx = torch.nonzero(mask.reshape(-1))[:, 0]
     return idx if idx.numel() > 64 else torch.arange(mask.numel(), device=fixed.device)
-
-
-def numpy_field(disp: torch.Tensor) -> np.ndarray:
-    """(1, 3, I, J, K) tensor -> (I, J, K, 3) float32 numpy array."""
-    return disp[0].permute(1, 2, 3, 0).float().cpu().numpy()

@@ -1,7 +1,8 @@
 """Total mapping on the fixed grid: composition, resampling of images and labels, Jacobian QC.
 
 The total mapping is ``phi(x) = A @ (x + u(x))`` for fixed RAS points ``x``: ``u`` is the
-deformable displacement (RAS mm) on the working grid and ``A`` the fixed->moving affine.
+deformable displacement (RAS mm) on its own (coarse, axis-aligned) grid and ``A`` the
+fixed->moving affine.
 The stored displacement is ``phi(x) - x`` on the fixed image's own grid.
 """
 
@@ -15,13 +16,16 @@ from bijros.spatial import Grid, points_ras, sample
 
 
 def total_displacement(
-    fixed_grid: Grid, affine: np.ndarray, disp_work_mm: torch.Tensor | None, work_grid: Grid | None, device="cpu"
+    fixed_grid: Grid, affine: np.ndarray, field_mm: torch.Tensor | None, field_grid: Grid | None, device="cpu"
 ) -> torch.Tensor:
-    """``phi(x) - x`` in RAS mm on ``fixed_grid``: (I, J, K, 3) float32."""
+    """``phi(x) - x`` in RAS mm on ``fixed_grid``: (I, J, K, 3) float32.
+
+    ``field_mm`` (1, 3, X, Y, Z) is the deformable displacement on ``field_grid`` (None: affine only).
+    """
     x = points_ras(fixed_grid, device)
     y = x
-    if disp_work_mm is not None and work_grid is not None:
-        u = sample(disp_work_mm[0], work_grid, x, padding_mode="border")  # (3, I, J, K)
+    if field_mm is not None and field_grid is not None:
+        u = sample(field_mm[0], field_grid, x, padding_mode="border")  # (3, I, J, K)
         y = x + u.permute(1, 2, 3, 0)
     a = torch.as_tensor(affine, dtype=x.dtype, device=device)
     phi = y @ a[:3, :3].T + a[:3, 3]

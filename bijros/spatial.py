@@ -99,10 +99,3 @@ def downsample(
 def pool_factors(spacing: np.ndarray, target_mm: float) -> tuple[int, int, int]:
     """Integer pooling factors bringing ``spacing`` close to (not above) ``target_mm``."""
     return tuple(max(1, math.floor(target_mm / s + 1e-6)) for s in spacing)  # type: ignore[return-value]
-
-
-def resize_field(field: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Trilinear resize of a (1, C, I, J, K) field to ``shape`` (values unchanged: mm units)."""
-    if tuple(field.shape[2:]) == tuple(shape):
-        return field
-    return F.interpolate(field, size=shape, mode="trilinear", align_corners=True)
