@@ -12,7 +12,6 @@ import time
 
 import qt
 import slicer
-import vtk
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -138,45 +137,6 @@ class FewShotSegmentWidget(JobPanelMixin, ScriptedLoadableModuleWidget, VTKObser
         self.pollTimer.connect("timeout()", self.onPollJob)
 
         self.initializeParameterNode()
-
-    def cleanup(self):
-        self.pollTimer.stop()
-        if self._job is not None and self._job.running:
-            self._job.cancel()
-        self._job = None
-        self.removeObservers()
-
-    def enter(self):
-        self.initializeParameterNode()
-
-    def exit(self):
-        if self._parameterNode is not None:
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-
-    def onSceneStartClose(self, caller, event):
-        if self._job is not None and self._job.running:
-            self._job.cancel()
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event):
-        if getattr(self.parent, "isEntered", True):  # qSlicerScriptedLoadableModuleWidget.isEntered
-            self.initializeParameterNode()
-
-    # ------------------------------------------------------------------ parameter node
-
-    def initializeParameterNode(self):
-        self.setParameterNode(self.logic.getParameterNode())
-
-    def setParameterNode(self, inputParameterNode):
-        if inputParameterNode is not None:
-            self.logic.setDefaultParameters(inputParameterNode)
-        if self._parameterNode is not None and self.hasObserver(
-                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode):
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode is not None:
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-        self.updateGUIFromParameterNode()
 
     def updateGUIFromParameterNode(self, caller=None, event=None):
         if self._parameterNode is None or self._updatingGUIFromParameterNode:

@@ -1,9 +1,12 @@
-"""What the two module panels share: job polling and cancel, the QC line, the dependency check.
+"""What the two module panels share: scene and parameter-node plumbing, job polling and cancel,
+the QC line, the dependency check.
 
-No Qt at import time; ``slicer`` is imported where it is used (inside Slicer, or the test stand-in).
+No Qt at import time (vtk only); ``slicer`` is imported where it is used (inside Slicer, or the test stand-in).
 """
 
 from __future__ import annotations
+
+import vtk
 
 from BiJROSRegistrationLib import dependencies
 
@@ -41,13 +44,55 @@ def dependenciesReady() -> bool:
 
 
 class JobPanelMixin:
-    """Polls a running engine job into the panel's progress bar, status line and log; cancels it.
+    """The plumbing both module panels share: scene and parameter-node observation (as in
+    Slicer's scripted-module template), and polling a running engine job into the progress
+    bar, status line and log, with cancel.
 
     The widget provides ``self.ui`` (``progressBar``, ``statusLabel``, ``logTextEdit``),
-    ``self.pollTimer`` (a ``qt.QTimer`` calling :meth:`onPollJob`), ``self._job`` and
-    ``self._lastMessage``, plus ``runButton()`` (its Apply / Propagate button),
-    ``updateRunButton()`` and ``_onJobFinished(job)``.
+    ``self.pollTimer`` (a ``qt.QTimer`` calling :meth:`onPollJob`), ``self.logic``,
+    ``self._parameterNode``, ``self._job`` and ``self._lastMessage``, plus ``runButton()``
+    (its Apply / Propagate button), ``updateRunButton()``, ``updateGUIFromParameterNode()``
+    and ``_onJobFinished(job)``; it is mixed into a ScriptedLoadableModuleWidget that also
+    uses VTKObservationMixin.
     """
+
+    def cleanup(self):
+        self.pollTimer.stop()
+        if self._job is not None and self._job.running:
+            self._job.cancel()
+        self._job = None
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode is not None:
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+
+    def onSceneStartClose(self, caller, event):
+        if self._job is not None and self._job.running:
+            self._job.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if getattr(self.parent, "isEntered", True):  # qSlicerScriptedLoadableModuleWidget.isEntered
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode):
+        if inputParameterNode is not None:
+            self.logic.setDefaultParameters(inputParameterNode)
+        if self._parameterNode is not None and self.hasObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode):
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode is not None:
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self.updateGUIFromParameterNode()
+
 
     def onCancel(self):
         import slicer
