@@ -21,10 +21,11 @@ if str(HERE) not in sys.path:
 pytest.importorskip("PySide6.QtUiTools", reason="the GUI tests need PySide6 (pip install PySide6-Essentials)")
 pytest.importorskip("slicer", reason="the GUI tests need the slicer-core wheel")
 
-import slicer_shell  # noqa: E402
 from slicer_shell.testing import (  # noqa: E402
+    clearedScene,
     loadSegmentation,
     loadVolume,
+    openPanel,
     processEventsUntil,
     saveScreenshot,
     segmentNames,
@@ -33,19 +34,13 @@ from slicer_shell.testing import (  # noqa: E402
 
 @pytest.fixture(scope="module")
 def panel():
-    slicer = slicer_shell.install()
-    module, widget = slicer_shell.loadScriptedModule(REPO / "FewShotSegment" / "FewShotSegment.py")
-    yield slicer, module, widget
-    widget.cleanup()
-    slicer_shell.uninstall()
+    """The module loaded as Slicer loads it; one panel for the whole file (the scene is cleared between tests)."""
+    yield from openPanel(REPO / "FewShotSegment" / "FewShotSegment.py")
 
 
 @pytest.fixture
 def fs(panel):
-    slicer, _module, widget = panel
-    slicer.mrmlScene.Clear()
-    slicer.app.processEvents()
-    return widget
+    return clearedScene(panel)
 
 
 def synthetic():

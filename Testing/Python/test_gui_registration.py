@@ -24,8 +24,10 @@ pytest.importorskip("slicer", reason="the GUI tests need the slicer-core wheel")
 
 import slicer_shell  # noqa: E402
 from slicer_shell.testing import (  # noqa: E402
+    clearedScene,
     loadSegmentation,
     loadVolume,
+    openPanel,
     processEventsUntil,
     saveScreenshot,
     segmentNames,
@@ -35,19 +37,12 @@ from slicer_shell.testing import (  # noqa: E402
 @pytest.fixture(scope="module")
 def panel():
     """The module loaded as Slicer loads it; one panel for the whole file (the scene is cleared between tests)."""
-    slicer = slicer_shell.install()
-    module, widget = slicer_shell.loadScriptedModule(REPO / "BiJROSRegistration" / "BiJROSRegistration.py")
-    yield slicer, module, widget
-    widget.cleanup()
-    slicer_shell.uninstall()
+    yield from openPanel(REPO / "BiJROSRegistration" / "BiJROSRegistration.py")
 
 
 @pytest.fixture
 def reg(panel):
-    slicer, _module, widget = panel
-    slicer.mrmlScene.Clear()
-    slicer.app.processEvents()
-    return widget
+    return clearedScene(panel)
 
 
 def synthetic(widget):

@@ -67,3 +67,23 @@ def saveScreenshot(widget, fileName, size=(450, 800)):
     if not widget.grab().save(path):
         raise RuntimeError(f"could not save {path}")
     return path
+
+
+def openPanel(modulePath):
+    """Generator for a module-scoped pytest fixture: install the stand-in, load the scripted module
+    as Slicer does and yield ``(slicer, module, widget)``; tear both down afterwards."""
+    import slicer_shell
+
+    shell = slicer_shell.install()
+    module, widget = slicer_shell.loadScriptedModule(modulePath)
+    yield shell, module, widget
+    widget.cleanup()
+    slicer_shell.uninstall()
+
+
+def clearedScene(panel):
+    """The panel's widget after emptying the scene (per-test isolation within one loaded panel)."""
+    shell, _module, widget = panel
+    shell.mrmlScene.Clear()
+    shell.app.processEvents()
+    return widget
