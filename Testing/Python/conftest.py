@@ -10,6 +10,7 @@ import contextlib
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +23,17 @@ def shared_data_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"needs the development data {path} (../shared/data is absent on a fresh clone)")
     return path
+
+
+def rotation(axis: int, degrees: float) -> np.ndarray:
+    """4x4 rotation by ``degrees`` about voxel/world axis 0, 1 or 2 (for test geometries)."""
+    t = np.deg2rad(degrees)
+    c, s = np.cos(t), np.sin(t)
+    i, j = [(1, 2), (0, 2), (0, 1)][axis]
+    r = np.eye(4)
+    r[i, i] = r[j, j] = c
+    r[i, j], r[j, i] = -s, s
+    return r
 
 
 @pytest.fixture

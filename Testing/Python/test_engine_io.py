@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import rotation
 
 from bijros.image import Image
 from bijros.io import load_image, read_label_table, save_image
@@ -15,17 +16,8 @@ SUFFIXES = [".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd"]
 
 def oblique_flipped_affine() -> np.ndarray:
     """Rotated ~20/10/5 degrees, anisotropic spacing, one axis flipped, non-trivial origin."""
-    def rot(axis, deg):
-        t = np.deg2rad(deg)
-        c, s = np.cos(t), np.sin(t)
-        i, j = [(1, 2), (0, 2), (0, 1)][axis]
-        r = np.eye(3)
-        r[i, i] = r[j, j] = c
-        r[i, j], r[j, i] = -s, s
-        return r
-
     m = np.eye(4)
-    m[:3, :3] = rot(0, 20) @ rot(1, 10) @ rot(2, 5) @ np.diag([-1.2, 0.9, 2.5])
+    m[:3, :3] = (rotation(0, 20) @ rotation(1, 10) @ rotation(2, 5))[:3, :3] @ np.diag([-1.2, 0.9, 2.5])
     m[:3, 3] = [31.5, -12.25, 7.0]
     return m
 

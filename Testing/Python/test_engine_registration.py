@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import rotation
 from scipy import ndimage
 
 from bijros.image import Image
@@ -32,16 +33,6 @@ def brain_points(image: Image, percentile: float = 60) -> np.ndarray:
     """RAS points (N, 4 homogeneous) of the brighter voxels (the brain, not the background)."""
     ijk = np.argwhere(image.array > np.percentile(image.array, percentile))
     return np.c_[ijk, np.ones(len(ijk))] @ image.ijk_to_ras.T
-
-
-def rotation(axis: int, degrees: float) -> np.ndarray:
-    t = np.deg2rad(degrees)
-    c, s = np.cos(t), np.sin(t)
-    i, j = [(1, 2), (0, 2), (0, 1)][axis]
-    r = np.eye(4)
-    r[i, i] = r[j, j] = c
-    r[i, j], r[j, i] = -s, s
-    return r
 
 
 def test_self_registration_gives_near_zero_displacement_and_dice_one(small_brain):
