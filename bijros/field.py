@@ -32,15 +32,37 @@ def total_displacement(
     return phi - x
 
 
+def source_ijk_slabs(source_ijk_to_ras: np.ndarray, fixed_grid: Grid, displacement: torch.Tensor, chunk: int = 32):
+    """Yield ``(start, end, ijk)``: source-image voxel coordinates (end - start, J, K, 3) of the fixed
+    voxels of slabs ``[start, end)`` along i, sampled at ``x + displacement(x)``.
+
+    ``ijk_src = R (M ijk_fixed + t + d)``: the fixed grid's matrix is folded into one affine, so no
+    full-size array of world points is ever built.
+    """
+    dev = displacement.device
+    ras_to_ijk = torch.as_tensor(np.linalg.inv(source_ijk_to_ras), dtype=torch.float32, device=dev)
+    m = torch.as_tensor(fixed_grid.ijk_to_ras, dtype=torch.float32, device=dev)
+    lin = ras_to_ijk[:3, :3] @ m[:3, :3]
+    off = ras_to_ijk[:3, :3] @ m[:3, 3] + ras_to_ijk[:3, 3]
+    ni, nj, nk = fixed_grid.shape
+    jj, kk = torch.meshgrid(torch.arange(nj, device=dev), torch.arange(nk, device=dev), indexing="ij")
+    for s in range(0, ni, chunk):
+        e = min(s + chunk, ni)
+        ii = torch.arange(s, e, device=dev, dtype=torch.float32)[:, None, None].expand(-1, nj, nk)
+        ijk_f = torch.stack([ii, jj.expand(e - s, -1, -1).float(), kk.expand(e - s, -1, -1).float()], -1)
+        yield s, e, ijk_f @ lin.T + off + displacement[s:e] @ ras_to_ijk[:3, :3].T
+
+
 def warp_image(moving: Image, fixed_grid: Grid, displacement: torch.Tensor, chunk: int = 32) -> np.ndarray:
-    """Trilinear resampling of ``moving`` at ``x + displacement`` (slab by slab to bound memory)."""
-    vol = torch.as_tensor(np.asarray(moving.array, dtype=np.float32), device=displacement.device)[None]
-    m_grid = Grid(moving.shape, moving.ijk_to_ras)
-    x = points_ras(fixed_grid, displacement.device)
-    out = torch.empty(fixed_grid.shape, dtype=torch.float32, device=displacement.device)
-    for s in range(0, fixed_grid.shape[0], chunk):
-        pts = x[s : s + chunk] + displacement[s : s + chunk]
-        out[s : s + chunk] = sample(vol, m_grid, pts)[0]
+    """Trilinear resampling of ``moving`` at ``x + displacement`` (slab by slab to bound memory; 0 outside)."""
+    dev = displacement.device
+    vol = torch.as_tensor(np.asarray(moving.array, dtype=np.float32), device=dev)[None, None]
+    size = torch.tensor([max(n - 1, 1) for n in moving.shape], device=dev, dtype=torch.float32)
+    out = torch.empty(fixed_grid.shape, dtype=torch.float32, device=dev)
+    for s, e, ijk in source_ijk_slabs(moving.ijk_to_ras, fixed_grid, displacement, chunk):
+        coords = (2.0 * ijk / size - 1.0).flip(-1)  # grid_sample order (k, j, i), align_corners=True
+        out[s:e] = torch.nn.functional.grid_sample(vol, coords[None], mode="bilinear", padding_mode="zeros",
+                                                   align_corners=True)[0, 0]
     return out.cpu().numpy()
 
 
@@ -55,24 +77,14 @@ def warp_labels(labels: Image, fixed_grid: Grid, displacement: torch.Tensor, chu
     src = torch.as_tensor(np.asarray(labels.array, dtype=np.int32), device=dev)
     padded = torch.nn.functional.pad(src, (1, 1, 1, 1, 1, 1))  # zero border: outside reads label 0
     n = torch.tensor(src.shape, device=dev)
-    ras_to_ijk = torch.as_tensor(np.linalg.inv(labels.ijk_to_ras), dtype=torch.float32, device=dev)
-    m = torch.as_tensor(fixed_grid.ijk_to_ras, dtype=torch.float32, device=dev)
-    # ijk_src = R (M ijk_fixed + t + d) + r: fold the fixed grid's matrix into one affine
-    lin = ras_to_ijk[:3, :3] @ m[:3, :3]
-    off = ras_to_ijk[:3, :3] @ m[:3, 3] + ras_to_ijk[:3, 3]
     out = torch.zeros(fixed_grid.shape, dtype=torch.int32, device=dev)
     ps = padded.shape
     strides = torch.tensor([ps[1] * ps[2], ps[2], 1], device=dev)
     corners = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], device=dev)
     corner_offsets = (corners * strides).sum(-1)
     flat = padded.reshape(-1)
-    nj, nk = fixed_grid.shape[1], fixed_grid.shape[2]
-    jj, kk = torch.meshgrid(torch.arange(nj, device=dev), torch.arange(nk, device=dev), indexing="ij")
-    for s in range(0, fixed_grid.shape[0], chunk):
-        e = min(s + chunk, fixed_grid.shape[0])
-        ii = torch.arange(s, e, device=dev, dtype=torch.float32)[:, None, None].expand(-1, nj, nk)
-        ijk_f = torch.stack([ii, jj.expand(e - s, -1, -1).float(), kk.expand(e - s, -1, -1).float()], -1)
-        ijk = (ijk_f @ lin.T + off + displacement[s:e] @ ras_to_ijk[:3, :3].T).reshape(-1, 3)
+    for s, e, slab in source_ijk_slabs(labels.ijk_to_ras, fixed_grid, displacement, chunk):
+        ijk = slab.reshape(-1, 3)
         base = torch.floor(ijk)
         frac = ijk - base
         base = base.long()
@@ -87,7 +99,7 @@ def warp_labels(labels: Image, fixed_grid: Grid, displacement: torch.Tensor, chu
             w = torch.prod(torch.where(corners.bool(), fm, 1 - fm), dim=-1)  # (M, 8)
             score = ((lm[:, :, None] == lm[:, None, :]) * w[:, None, :]).sum(-1)
             result[mixed] = torch.gather(lm, 1, score.argmax(1, keepdim=True))[:, 0]
-        out[s:e] = result.view(e - s, nj, nk)
+        out[s:e] = result.view(slab.shape[:3])
     return out.cpu().numpy()
 
 

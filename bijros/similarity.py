@@ -27,14 +27,8 @@ def box_filter(x: torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
-def ncc_loss(fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """1 - global normalised cross-correlation (optionally inside ``mask``)."""
-    if mask is not None:
-        w = mask / mask.sum().clamp_min(1)
-        fm, mm = (fixed * w).sum(), (moving * w).sum()
-        f, m = fixed - fm, moving - mm
-        cov = (f * m * w).sum()
-        return 1 - cov / torch.sqrt((f * f * w).sum() * (m * m * w).sum() + 1e-8)
+def ncc_loss(fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """1 - global normalised cross-correlation."""
     f, m = fixed - fixed.mean(), moving - moving.mean()
     return 1 - (f * m).mean() / torch.sqrt((f * f).mean() * (m * m).mean() + 1e-8)
 
