@@ -21,6 +21,9 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from bijros.methods import DEFAULT_METHOD, method_info
+from bijros.methods import METHODS as ENGINE_METHODS
+
 README_URL = "https://github.com/bijros/SlicerBiJROS#readme"
 
 ACKNOWLEDGEMENT = """
@@ -33,17 +36,18 @@ segmentation: authenticity, diversity, and robustness", IEEE TNNLS 2022.</li>
 <li>TextSCF: M. Chen et al., "Spatially covariant image registration with text prompts", 2023/24.</li>
 <li>EOIR: encoder-only image registration, 2024.</li>
 <li>GMRD: few-shot medical image segmentation via generation of multiple representative descriptors, 2024.</li>
+<li>SynthMorph: M. Hoffmann et al., "SynthMorph: learning contrast-invariant registration without acquired
+images", IEEE TMI 2022 (how the shipped model's training pairs are synthesised from label maps).</li>
 <li>ConvexAdam: H. Siebert, L. Hansen, M. P. Heinrich, "Fast 3D registration with accurate optimisation and
 little learning for Learn2Reg 2021" (the training-free deformable stage follows its approach).</li>
 </ul>
 """
 
-#: (value, label) of the method combo box; later releases add learned and text-prompt methods.
-METHODS = (
-    ("affine", "Affine only"),
-    ("deformable", "Deformable"),
-)
+#: (value, label) of the method combo box, from bijros/data/methods.json (the engine's default first)
+METHODS = tuple((name, method_info(name)["title"]) for name in
+                (DEFAULT_METHOD, *(m for m in ENGINE_METHODS if m != DEFAULT_METHOD)))
 PRESETS = (
+    ("", "From the method (recommended)"),
     ("default", "Default (1 mm working grid)"),
     ("fast", "Fast (2 mm working grid)"),
     ("accurate", "Accurate (finer last level)"),
@@ -56,8 +60,8 @@ DEVICES = (
 
 #: parameter node defaults (strings, as vtkMRMLScriptedModuleNode stores them)
 DEFAULT_PARAMETERS = {
-    "Method": "deformable",
-    "Preset": "default",
+    "Method": DEFAULT_METHOD,
+    "Preset": "",
     "Device": "auto",
     "Spacing": "0",  # 0: from the preset
     "Iterations": "",  # empty: from the preset
@@ -83,7 +87,8 @@ class BiJROSRegistration(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["BiJROS contributors"]
         self.parent.helpText = f"""
-Registers a moving volume to a fixed volume (affine, or affine + deformable) and can carry a
+Registers a moving volume to a fixed volume (affine, then a learned model and/or instance optimisation:
+Accurate = learned + instance optimisation, Fast = learned only) and can carry a
 segmentation of the moving volume onto the fixed volume. Outputs: a transform (resampling
 convention), the warped volume, the propagated segmentation and a Jacobian map for quality control.
 The engine runs in the background: Slicer stays responsive and Cancel stops it.
@@ -318,8 +323,8 @@ class BiJROSRegistrationLogic(ScriptedLoadableModuleLogic, RegistrationLogic):
             "movingVolume": parameterNode.GetNodeReference("MovingVolume"),
             "movingSegmentation": parameterNode.GetNodeReference("MovingSegmentation"),
             "outputTransform": parameterNode.GetNodeReference("OutputTransform"),
-            "method": parameterNode.GetParameter("Method") or "deformable",
-            "preset": parameterNode.GetParameter("Preset") or "default",
+            "method": parameterNode.GetParameter("Method") or DEFAULT_METHOD,
+            "preset": parameterNode.GetParameter("Preset") or None,
             "device": parameterNode.GetParameter("Device") or "auto",
             "spacing": spacing if spacing > 0 else None,
             "iterations": parameterNode.GetParameter("Iterations") or None,
@@ -355,12 +360,14 @@ class BiJROSRegistrationLogic(ScriptedLoadableModuleLogic, RegistrationLogic):
                  movingSegmentation=None, **kwargs):
         """Register ``movingVolume`` to ``fixedVolume`` and return the created nodes (blocking).
 
-        :param method: "deformable" (affine, then training-free deformable optimisation) or "affine".
+        :param method: "learned+io" (Accurate: affine, the shipped learned model, then instance
+            optimisation from its field), "learned" (Fast: learned model only), "io" (instance
+            optimisation only), "affine", or "deformable" (= the default, "learned+io").
         :param outputTransform: an existing transform node to fill, or None for a new one.
         :param movingSegmentation: optional vtkMRMLSegmentationNode on the moving volume,
             propagated onto the fixed volume with its segment names and colours.
         :param kwargs: createWarpedVolume=True, createSegmentation=True, createJacobian=False,
-            device="auto" | "cpu" | "cuda", preset="default" | "fast" | "accurate", spacing (mm),
+            device="auto" | "cpu" | "cuda", preset=None (the method's) | "default" | "fast" | "accurate", spacing (mm),
             iterations ("40,30,20"), regWeight, diffeomorphic=False.
         :return: dict with "transform", "affineTransform", "warpedVolume", "segmentation",
             "jacobianVolume" (None when not made) and "report" (the engine's QC report).

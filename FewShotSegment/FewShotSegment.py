@@ -20,6 +20,9 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from bijros.methods import DEFAULT_METHOD, method_info
+from bijros.methods import METHODS as ENGINE_METHODS
+
 try:
     from BiJROSRegistrationLib.logic import PropagationLogic
     from BiJROSRegistrationLib.panel import JobPanelMixin, dependenciesReady, qcSummary
@@ -40,21 +43,24 @@ segmentation: authenticity, diversity, and robustness", IEEE TNNLS 2022.</li>
 <li>TextSCF: M. Chen et al., "Spatially covariant image registration with text prompts", 2023/24.</li>
 <li>EOIR: encoder-only image registration, 2024.</li>
 <li>GMRD: few-shot medical image segmentation via generation of multiple representative descriptors, 2024.</li>
+<li>SynthMorph: M. Hoffmann et al., "SynthMorph: learning contrast-invariant registration without acquired
+images", IEEE TMI 2022 (how the shipped model's training pairs are synthesised from label maps).</li>
 <li>ConvexAdam: H. Siebert, L. Hansen, M. P. Heinrich, "Fast 3D registration with accurate optimisation and
 little learning for Learn2Reg 2021" (the training-free deformable stage follows its approach).</li>
 </ul>
 """
 
-METHODS = (("deformable", "Deformable"), ("affine", "Affine only"))
-PRESETS = (("default", "Default (1 mm working grid)"), ("fast", "Fast (2 mm working grid)"),
+METHODS = tuple((name, method_info(name)["title"]) for name in
+                (DEFAULT_METHOD, *(m for m in ENGINE_METHODS if m != DEFAULT_METHOD)))
+PRESETS = (("", "From the method (recommended)"), ("default", "Default (1 mm working grid)"), ("fast", "Fast (2 mm working grid)"),
            ("accurate", "Accurate (finer last level)"))
 DEVICES = (("auto", "Automatic (GPU when available)"), ("cpu", "CPU"), ("cuda", "CUDA GPU"))
 
 DEFAULT_PARAMETERS = {
     "AtlasSource": "library",  # "library" | "scene"
     "AtlasName": "",  # set to the library's default atlas
-    "Method": "deformable",
-    "Preset": "default",
+    "Method": DEFAULT_METHOD,
+    "Preset": "",
     "Device": "auto",
     "CreateTransform": "true",
     "CreateJacobian": "false",
@@ -318,8 +324,8 @@ class FewShotSegmentLogic(ScriptedLoadableModuleLogic, PropagationLogic):
             "atlasVolume": parameterNode.GetNodeReference("AtlasVolume") if fromScene else None,
             "atlasSegmentation": parameterNode.GetNodeReference("AtlasSegmentation") if fromScene else None,
             "atlasName": None if fromScene else (parameterNode.GetParameter("AtlasName") or None),
-            "method": parameterNode.GetParameter("Method") or "deformable",
-            "preset": parameterNode.GetParameter("Preset") or "default",
+            "method": parameterNode.GetParameter("Method") or DEFAULT_METHOD,
+            "preset": parameterNode.GetParameter("Preset") or None,
             "device": parameterNode.GetParameter("Device") or "auto",
             "createTransform": parameterNode.GetParameter("CreateTransform") == "true",
             "createJacobian": parameterNode.GetParameter("CreateJacobian") == "true",
@@ -350,8 +356,8 @@ class FewShotSegmentLogic(ScriptedLoadableModuleLogic, PropagationLogic):
         The atlas is ``atlasVolume`` + ``atlasSegmentation`` (nodes in the scene) or, when
         they are None, the library atlas ``atlasName`` (None: the library's default).
 
-        :param kwargs: method="deformable" | "affine", device="auto" | "cpu" | "cuda",
-            preset="default" | "fast" | "accurate", spacing (mm), iterations ("40,30,20"),
+        :param kwargs: method="learned+io" (default, Accurate) | "learned" (Fast) | "io" | "affine",
+            device="auto" | "cpu" | "cuda", preset=None (the method's) | "default" | "fast" | "accurate", spacing (mm), iterations ("40,30,20"),
             regWeight, diffeomorphic=False, createTransform=True, createJacobian=False.
         :return: dict with "segmentation" (on the target, atlas names and colours),
             "transform", "affineTransform", "jacobianVolume" (None when not made) and "report".

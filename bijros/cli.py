@@ -4,6 +4,7 @@
     bijros propagate --atlas IMG --atlas-labels LAB --target IMG --out DIR [options]
     bijros evaluate  --pred LAB --truth LAB [--exclude 0,15,...]
     bijros demo      --out DIR
+    bijros atlases | models
     bijros train-registration --config FILE --out DIR
 
 Exit codes: 0 success, 2 bad input or unavailable device (message on stderr), 130 cancelled.
@@ -21,10 +22,18 @@ from bijros.errors import BijrosError, CancelledError
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--method", default="io", choices=["io", "affine"],
-                   help="io: affine + deformable instance optimisation (default); affine: affine only")
-    p.add_argument("--preset", default="default", choices=["default", "fast", "accurate"],
-                   help="speed/accuracy preset (fast = 2 mm working grid)")
+    from bijros.methods import DEFAULT_METHOD, load_methods
+
+    methods = load_methods()["methods"]
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=list(methods),
+                   help="; ".join(f"{name}: {m['description']}" + (" (default)" if name == DEFAULT_METHOD else "")
+                                  for name, m in methods.items()))
+    p.add_argument("--preset", default=None, choices=["default", "fast", "accurate"],
+                   help="instance-optimisation and working-grid preset (fast = 2 mm working grid); default: the "
+                        "method's (learned: fast, the others: default)")
+    p.add_argument("--model", default=None,
+                   help="learned model for the learned methods: a name from `bijros models` (default: the "
+                        "library's default) or a model.json written by train-registration")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
     p.add_argument("--spacing", type=float, default=None, help="working grid spacing in mm (default: preset's, 1 mm)")
     p.add_argument("--diffeomorphic", action="store_true", help="stationary velocity field + scaling and squaring")
@@ -65,10 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-hd95", action="store_true", help="skip HD95 (faster)")
 
     sub.add_parser("atlases", help="list the built-in atlas library")
+    sub.add_parser("models", help="list the learned model library (Resources/Models/catalog.json)")
 
     demo = sub.add_parser("demo", help="propagate the built-in default atlas onto a brain shipped with nilearn")
     demo.add_argument("--out", required=True)
-    demo.add_argument("--preset", default="default", choices=["default", "fast", "accurate"])
+    demo.add_argument("--method", default=None, help="registration method (default: as for propagate)")
+    demo.add_argument("--preset", default=None, choices=["default", "fast", "accurate"])
     demo.add_argument("--device", default="auto")
     demo.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
 
@@ -78,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run folder: checkpoint.pt, loss.csv, loss.png, model.safetensors, "
                                                  "model.json; an existing checkpoint there is resumed")
     tr.add_argument("--progress", default="bar", choices=["bar", "none"])
+    pub = sub.add_parser("publish-model", help="copy a trained model into the learned model library (catalog.json)")
+    pub.add_argument("--run", required=True, help="a train-registration run folder (model.json, model.safetensors)")
+    pub.add_argument("--library", default=None, help="library folder (default: Resources/Models)")
+    pub.add_argument("--benchmark", default=None, help="MALF benchmark JSON whose figures go into the entry")
+    pub.add_argument("--no-default", action="store_true", help="do not make it the library's default model")
     return parser
 
 
@@ -90,9 +106,12 @@ def _options(args):
             iterations = tuple(int(x) for x in args.iterations.split(","))
         except ValueError as exc:
             raise BijrosError(f"--iterations '{args.iterations}' must be comma-separated whole numbers, e.g. 40,30,20.") from exc
+    from bijros.methods import DEFAULT_METHOD
+
     return RegistrationOptions(
-        method=getattr(args, "method", "io"),
+        method=getattr(args, "method", None) or DEFAULT_METHOD,
         preset=args.preset,
+        model=getattr(args, "model", None),
         device=args.device,
         spacing=getattr(args, "spacing", None),
         diffeomorphic=getattr(args, "diffeomorphic", False),
@@ -116,9 +135,10 @@ def _progress(mode: str):
 
 def _summary(report: dict, written: dict) -> str:
     qc = report["qc"]
+    stages = ", ".join(f"{k} {report['seconds'][k]:.1f} s" for k in ("affine", "learned", "deformable")
+                       if k in report["seconds"])
     return (
-        f"done in {report['seconds']['total']:.1f} s on {report['device']} "
-        f"(affine {report['seconds'].get('affine', 0):.1f} s, deformable {report['seconds'].get('deformable', 0):.1f} s); "
+        f"{report['method']} done in {report['seconds']['total']:.1f} s on {report['device']} ({stages}); "
         f"folding {100 * qc['folding_fraction']:.3f} % of voxels, SDlogJ {qc['sdlogj']:.3f}; "
         f"wrote {', '.join(written)}"
     )
@@ -188,7 +208,7 @@ def cmd_demo(args) -> int:
     atlas = default_atlas()
     target = demo_target()
     print(f"atlas:  {atlas.description}\ntarget: {target}", file=sys.stderr)
-    args.method, args.labels_table = "io", str(atlas.table_path) if atlas.table_path else None
+    args.labels_table = str(atlas.table_path) if atlas.table_path else None
     args.resample_labels = True  # the atlas labels are in the template's world space, on their own grid
     report = run_registration(str(target), str(atlas.image_path), str(atlas.labels_path), args)
     _print_structure_volumes(args.out)
@@ -233,6 +253,20 @@ def _atlas_paths(args) -> tuple[str, str]:
     return args.atlas, args.atlas_labels
 
 
+def cmd_models() -> int:
+    from bijros.learned import load_catalog, models_dir
+
+    folder = models_dir()
+    catalog = load_catalog(folder)
+    for entry in catalog["models"]:
+        default = " (default)" if entry.get("name") == catalog.get("default") else ""
+        bench = entry.get("benchmark") or {}
+        print(f"{entry['name']}{default}: {entry['architecture']} at {entry.get('input_spacing_mm')} mm, "
+              f"{folder / entry['file']}\n    trained on {entry.get('training_data')} "
+              f"({entry.get('training_data_license')})" + (f"\n    {bench['summary']}" if bench.get("summary") else ""))
+    return 0
+
+
 def cmd_train(args, argv: list[str]) -> int:
     import shlex
 
@@ -262,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
             for name in list_atlases():
                 entry = get_atlas(name)
                 print(f"{name}: {entry.title}\n    {entry.license}")
+        elif args.command == "publish-model":
+            from bijros.learned import publish_model
+
+            entry = publish_model(args.run, args.library, args.benchmark, make_default=not args.no_default)
+            print(f"published {entry['name']} ({entry['size_mb']} MB, sha256 {entry['sha256'][:12]}...)", file=sys.stderr)
+        elif args.command == "models":
+            return cmd_models()
         elif args.command == "evaluate":
             return cmd_evaluate(args)
         elif args.command == "demo":

@@ -101,6 +101,7 @@ def deformable_register(
     options: DeformableOptions | None = None,
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    init: tuple[torch.Tensor, Grid] | None = None,
 ) -> tuple[torch.Tensor, Grid]:
     """Displacement (1, 3, X, Y, Z) in RAS mm, and the (coarser) grid it lives on, such that ``moving(x + u(x))`` matches ``fixed(x)``.
 
@@ -109,14 +110,17 @@ def deformable_register(
     a fresh random subset of foreground voxels every step (stochastic gradient, as elastix
     does), so a step's cost does not grow with the feature grid; the field lives on a
     coarser grid (``param_mm``) where the regulariser and the smoothing act on all of it.
+
+    ``init`` (displacement in RAS mm, its grid), e.g. a learned model's field, is the starting
+    field of the first level instead of zero (with ``diffeomorphic``, the starting velocity).
     """
     opts = options or DeformableOptions()
     dev = fixed.device
     gen = torch.Generator(device="cpu").manual_seed(opts.seed)
     total = max(sum(lv.iterations for lv in opts.levels), 1)
     done = 0
-    disp_mm: torch.Tensor | None = None
-    prev_grid: Grid | None = None
+    disp_mm: torch.Tensor | None = None if init is None else init[0]
+    prev_grid: Grid | None = None if init is None else init[1]
     for level in opts.levels:
         f_lvl, f_grid = downsample(fixed, grid, pool_factors(grid.spacing, level.feature_mm))
         m_lvl, _ = downsample(moving, grid, pool_factors(grid.spacing, level.feature_mm))
@@ -143,10 +147,10 @@ def deformable_register(
         mm_to_feat = torch.as_tensor(2.0 / ((np.array(f_grid.shape) - 1).clip(1) * f_grid.spacing),
                                      dtype=torch.float32, device=dev)
         if disp_mm is None:
-            init = torch.zeros((1, 3, *p_grid.shape), device=dev)
+            start = torch.zeros((1, 3, *p_grid.shape), device=dev)
         else:
-            init = sample(disp_mm[0], prev_grid, points_ras(p_grid, dev), padding_mode="border")[None] / p_spacing
-        param = init.clone().requires_grad_(True)
+            start = sample(disp_mm[0], prev_grid, points_ras(p_grid, dev), padding_mode="border")[None] / p_spacing
+        param = start.clone().requires_grad_(True)
         optim = torch.optim.Adam([param], lr=opts.learning_rate, fused=param.device.type in ("cpu", "cuda"))
         n_iter = level.iterations
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(n_iter, 1), eta_min=opts.learning_rate * 0.1)

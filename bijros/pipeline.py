@@ -28,11 +28,10 @@ from bijros.device import configure_threads, resolve_device
 from bijros.errors import InputError
 from bijros.field import folding_stats, jacobian_determinant, total_displacement, warp_image, warp_labels
 from bijros.image import Image
+from bijros.methods import DEFAULT_METHOD, METHODS, load_methods
 from bijros.preprocess import check_intensity_image, robust_normalize, working_grid
 from bijros.progress import Progress
 from bijros.spatial import Grid, points_ras, sample
-
-METHODS = ("io", "affine")
 
 
 def load_presets() -> dict:
@@ -42,8 +41,9 @@ def load_presets() -> dict:
 
 @dataclasses.dataclass
 class RegistrationOptions:
-    method: str = "io"  # io (affine + instance optimisation) | affine
-    preset: str = "default"  # default | fast | accurate (bijros/data/presets.json)
+    method: str = DEFAULT_METHOD  # learned+io | learned | io | affine (bijros/data/methods.json)
+    preset: str | None = None  # default | fast | accurate (bijros/data/presets.json); None = the method's
+    model: str | None = None  # learned model: catalog name or model.json path; None = the catalog's default
     device: str = "auto"
     spacing: float | None = None  # working grid mm; None = the preset's
     diffeomorphic: bool = False
@@ -75,16 +75,31 @@ class RegistrationOptions:
     def working_spacing(self) -> float:
         return float(self.spacing if self.spacing is not None else self._preset()["spacing_mm"])
 
+    def preset_name(self) -> str:
+        if self.preset is not None:
+            return self.preset
+        methods = load_methods()["methods"]
+        return methods[self.method]["preset"] if self.method in methods else "default"
+
+    @property
+    def uses_model(self) -> bool:
+        return bool(load_methods()["methods"].get(self.method, {}).get("uses_model"))
+
     def _preset(self) -> dict:
         presets = load_presets()
-        if self.preset not in presets:
-            raise InputError(f"Unknown preset '{self.preset}'. Choose one of: {', '.join(presets)}.")
-        return presets[self.preset]
+        name = self.preset_name()
+        if name not in presets:
+            raise InputError(f"Unknown preset '{name}'. Choose one of: {', '.join(presets)}.")
+        return presets[name]
 
     def validate(self) -> None:
         if self.method not in METHODS:
             raise InputError(f"Unknown method '{self.method}'. Choose one of: {', '.join(METHODS)}.")
         self._preset()
+        if self.uses_model:
+            from bijros.learned import resolve_entry
+
+            resolve_entry(self.model)
         if self.affine_metric not in (None, "ncc", "mi"):
             raise InputError(f"Unknown affine metric '{self.affine_metric}'. Use ncc or mi.")
         if self.spacing is not None and not (0.2 <= self.spacing <= 10):
@@ -130,6 +145,10 @@ def register(
     prog = progress or Progress()
     if opts.method == "affine":
         prog.skip("deformable")
+    if not opts.uses_model:
+        prog.skip("learned")
+    if opts.method == "learned":
+        prog.skip("deformable")
     check_intensity_image(fixed, "fixed")
     check_intensity_image(moving, "moving")
     if moving_labels is not None:
@@ -164,13 +183,25 @@ def register(
     del m_canon
     timings["affine"] = time.perf_counter() - t1
 
-    disp_work, disp_grid = None, None
-    if opts.method == "io":
-        t2 = time.perf_counter()
+    disp_work, disp_grid, model_name = None, None, None
+    if opts.method != "affine":
         a = torch.as_tensor(affine, dtype=torch.float32, device=device)
         m_work = sample(m_t, moving_grid, work_pts @ a[:3, :3].T + a[:3, 3])
+    if opts.uses_model:
+        from bijros.learned import get_model, learned_register
+
+        t2 = time.perf_counter()
+        model, entry = get_model(opts.model, device)
+        model_name = entry["name"]
+        disp_work, disp_grid = learned_register(f_work, m_work, work, model, float(entry["input_spacing_mm"]),
+                                                progress=prog.stage("learned"))
+        timings["learned"] = time.perf_counter() - t2
+    if opts.method in ("io", "learned+io"):
+        t2 = time.perf_counter()
+        start = (disp_work, disp_grid) if disp_work is not None else None
         disp_work, disp_grid = deformable_register(
-            f_work, m_work, work, opts.deformable_options(), progress=prog.stage("deformable"), cancel=cancel
+            f_work, m_work, work, opts.deformable_options(), progress=prog.stage("deformable"), cancel=cancel,
+            init=start,
         )
         timings["deformable"] = time.perf_counter() - t2
 
@@ -196,7 +227,8 @@ def register(
     report = {
         "bijros_version": bijros.__version__,
         "method": opts.method,
-        "preset": opts.preset,
+        "preset": opts.preset_name(),
+        "model": model_name,
         "diffeomorphic": opts.diffeomorphic,
         "device": str(device),
         "torch_threads": threads,

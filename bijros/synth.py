@@ -4,7 +4,8 @@ After Hoffmann et al., "SynthMorph": each sample takes a label map (integer, e.g
 training segmentation), moves it by a random affine and a random smooth (diffeomorphic)
 deformation, crops it, and paints it with random intensities: a Gaussian mean and standard
 deviation per label and per sample, Gaussian blur, a smooth multiplicative bias field and
-Gaussian noise, then min-max normalisation to [0, 1]. Fixed and moving are drawn
+Gaussian noise, then min-max normalisation to [0, 1]. In a share of the pairs everything
+outside the labelled brain structures is set to zero, as in skull-stripped scans. Fixed and moving are drawn
 independently (from two label maps, or the same one with probability ``same_map_prob``), so
 the network never sees a real contrast and has to rely on shape. The labels go through
 exactly the same spatial transform as the image (nearest neighbour), so each pair's
@@ -61,6 +62,7 @@ class SynthOptions:
     bias_control_vox: int = 16
     noise_max_std: float = 0.05
     same_map_prob: float = 0.1
+    skull_strip_prob: float = 0.5  # share of pairs where everything but the Dice structures is zero (both images)
     dice_labels: str = "freesurfer_merged"  # freesurfer_merged | all (every value present, in order)
     max_classes: int = 32  # cap for "all"
 
@@ -75,7 +77,8 @@ class SynthOptions:
 def load_label_maps(pattern: str, spacing_mm: float, max_maps: int | None = None) -> list[np.ndarray]:
     """Label maps matching ``pattern`` (glob), resampled with nearest neighbour to ``spacing_mm`` voxels.
 
-    Orientation is ignored (the random affine covers small differences); only the voxel size is used.
+    Each map is first reoriented to the closest RAS axis order (what the engine's working grid uses at
+    inference), so the network sees anatomy along the same axes in training and in use.
     """
     import nibabel as nib
 
@@ -84,7 +87,7 @@ def load_label_maps(pattern: str, spacing_mm: float, max_maps: int | None = None
         raise InputError(f"no label maps match '{pattern}'")
     maps = []
     for path in paths:
-        img = nib.load(path)
+        img = nib.as_closest_canonical(nib.load(path))
         arr = np.asarray(img.dataobj)
         if arr.ndim != 3:
             raise InputError(f"label map {path} is not a 3D volume (shape {arr.shape})")
@@ -140,6 +143,16 @@ class SynthGenerator:
         index_to_class = np.zeros(len(values), np.int64)
         index_to_class[np.arange(len(values))] = dice_lut[values]
         self.index_to_class = torch.as_tensor(index_to_class, device=self.device)
+        # crops are centred on each map's cerebrum (centroid of the first two Dice classes: cerebral white
+        # matter and cortex), so fixed and moving start roughly aligned, as after the engine's affine stage
+        self.centres = []
+        for m in label_maps:
+            classes = dice_lut[m]
+            inside = np.argwhere((classes >= 1) & (classes <= 2))
+            if len(inside) == 0:
+                inside = np.argwhere(m > 0)
+            centre = inside.mean(0) if len(inside) else (np.array(m.shape) - 1) / 2.0
+            self.centres.append(torch.as_tensor(centre, dtype=torch.float32, device=self.device))
 
     # -- random numbers, all from self.gen --------------------------------------------------
     def _rand(self, *shape) -> torch.Tensor:
@@ -170,9 +183,10 @@ class SynthGenerator:
         velocity = F.interpolate(velocity, size=o.crop, mode="trilinear", align_corners=True)
         return integrate(velocity, o.deform_int_steps)
 
-    def _transform_labels(self, source: torch.Tensor) -> torch.Tensor:
-        """Sample ``source`` (1, 1, I, J, K) at a random affine + deformation of the crop grid -> (1, 1, *crop)."""
+    def _transform_labels(self, index: int) -> torch.Tensor:
+        """Sample map ``index`` (1, 1, I, J, K) at a random affine + deformation of the crop grid -> (1, 1, *crop)."""
         o = self.opts
+        source = self.maps[index]
         crop = torch.tensor(o.crop, device=self.device, dtype=torch.float32)
         src_shape = torch.tensor(source.shape[2:], device=self.device, dtype=torch.float32)
         axes = [torch.arange(n, device=self.device, dtype=torch.float32) for n in o.crop]
@@ -181,7 +195,7 @@ class SynthGenerator:
         pts = pts - (crop - 1) / 2
         scale = 1 + self._uniform(-1, 1, 3) * o.max_scale
         matrix = self._rotation() @ torch.diag(scale)
-        centre = (src_shape - 1) / 2 + self._uniform(-1, 1, 3) * o.max_shift_vox
+        centre = self.centres[index] + self._uniform(-1, 1, 3) * o.max_shift_vox
         src = pts @ matrix.T + centre  # source voxel (i, j, k)
         coords = (2 * src / (src_shape - 1).clamp_min(1) - 1).flip(-1)
         return F.grid_sample(source, coords[None], mode="nearest", padding_mode="zeros", align_corners=True)
@@ -202,8 +216,10 @@ class SynthGenerator:
             image = F.conv3d(F.pad(image, pad, mode="replicate"), k.view(shape))
         return image
 
-    def _paint(self, index_map: torch.Tensor) -> torch.Tensor:
-        """(1, 1, *crop) intensity-label indices -> (1, 1, *crop) synthetic image in [0, 1]."""
+    def _paint(self, index_map: torch.Tensor, strip: bool = False) -> torch.Tensor:
+        """(1, 1, *crop) intensity-label indices -> (1, 1, *crop) synthetic image in [0, 1].
+
+        ``strip``: zero everything outside the labelled brain structures, like a skull-stripped scan."""
         o = self.opts
         n = self.num_intensity_labels
         means = self._rand(n)
@@ -215,6 +231,8 @@ class SynthGenerator:
         log_bias = self._randn(1, 1, *coarse) * (self._rand(1) * o.bias_max_std)
         image = image * torch.exp(F.interpolate(log_bias, size=o.crop, mode="trilinear", align_corners=True))
         image = image + self._randn(*image.shape) * (self._rand(1) * o.noise_max_std)
+        if strip:
+            image = (image - image.amin()) * (self.index_to_class[idx] > 0)
         lo, hi = image.amin(), image.amax()
         return ((image - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
 
@@ -228,8 +246,9 @@ class SynthGenerator:
             b = a
             if n_maps > 1 and float(self._rand(1)) >= self.opts.same_map_prob:
                 b = (a + 1 + int(torch.randint(n_maps - 1, (1,), generator=self.gen, device=self.device))) % n_maps
+            strip = float(self._rand(1)) < self.opts.skull_strip_prob
             for role, src in (("fixed", a), ("moving", b)):
-                index_map = self._transform_labels(self.maps[src])
-                out[role].append(self._paint(index_map))
+                index_map = self._transform_labels(src)
+                out[role].append(self._paint(index_map, strip))
                 out[f"{role}_labels"].append(self.index_to_class[index_map.long()])
         return {k: torch.cat(v, 0) for k, v in out.items()}

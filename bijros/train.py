@@ -47,6 +47,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     name: str | None = None
     data_license: str = "unknown (set data_license in the config)"
+    data_source: str = ""  # where the label maps come from (recorded in model.json)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -174,7 +175,7 @@ def _export(model, cfg: TrainConfig, out: Path, history, command: str, n_maps: i
         "input": "fixed and moving (B, 1, D, H, W), intensities min-max normalised to [0, 1], same grid",
         "output": "displacement (B, 3, D, H, W) in voxels of the input grid, components (i, j, k), "
                   "moving sampled at x + u(x)",
-        "training_data": f"{cfg.labelmaps} ({n_maps} label maps)",
+        "training_data": f"{cfg.data_source or cfg.labelmaps} ({n_maps} label maps)",
         "training_data_license": cfg.data_license,
         "training": {"steps": len(history) and int(history[-1][0]), "batch_size": cfg.batch_size,
                      "crop": cfg.synth.get("crop"), "dice_classes": num_classes, "seed": cfg.seed,

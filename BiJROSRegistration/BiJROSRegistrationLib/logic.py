@@ -41,6 +41,9 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
+from bijros.methods import DEFAULT_METHOD
+from bijros.methods import METHODS as ENGINE_METHODS
+
 from . import dependencies
 from .process import CANCELLED, CANCELLING, DONE, FAILED, RUNNING, ProcessRunner
 from .scene import SceneTransaction
@@ -58,8 +61,9 @@ from .volumes import (
     volumeNodeToImage,
 )
 
-METHODS = {"deformable": "io", "io": "io", "affine": "affine"}
-PRESETS = ("default", "fast", "accurate")
+#: method names accepted by the logic -> the engine's --method ("deformable": the default deformable method)
+METHODS = {"deformable": DEFAULT_METHOD, **{name: name for name in ENGINE_METHODS}}
+PRESETS = ("default", "fast", "accurate")  # or None / "": the method's own preset
 
 
 @dataclasses.dataclass
@@ -159,10 +163,12 @@ class _EngineLogic:
     @staticmethod
     def _options(method, device, preset, spacing, iterations, regWeight, diffeomorphic) -> list[str]:
         if method not in METHODS:
-            raise ValueError(f"Unknown method '{method}'. Choose 'deformable' or 'affine'.")
-        if preset not in PRESETS:
-            raise ValueError(f"Unknown preset '{preset}'. Choose one of: {', '.join(PRESETS)}.")
-        args = ["--method", METHODS[method], "--preset", preset, "--device", str(device or "auto")]
+            raise ValueError(f"Unknown method '{method}'. Choose one of: {', '.join(METHODS)}.")
+        if preset and preset not in PRESETS:
+            raise ValueError(f"Unknown preset '{preset}'. Choose one of: {', '.join(PRESETS)} (or none: the method's).")
+        args = ["--method", METHODS[method], "--device", str(device or "auto")]
+        if preset:
+            args += ["--preset", preset]
         if spacing is not None:
             if not 0.2 <= float(spacing) <= 10:
                 raise ValueError(f"Spacing {spacing} mm is out of range; use a value between 0.2 and 10 mm.")
@@ -362,13 +368,16 @@ class RegistrationLogic(_EngineLogic):
     def startRegistration(
         self, fixedVolume, movingVolume, method: str = "deformable", movingSegmentation=None,
         outputTransform=None, createWarpedVolume: bool = True, createSegmentation: bool = True,
-        createJacobian: bool = False, device: str = "auto", preset: str = "default",
+        createJacobian: bool = False, device: str = "auto", preset: str | None = None,
         spacing: float | None = None, iterations=None, regWeight: float | None = None,
         diffeomorphic: bool = False,
     ) -> RegistrationJob:
         """Start registering ``movingVolume`` to ``fixedVolume`` in a child process (returns at once).
 
-        ``method``: "deformable" (affine + deformable instance optimisation) or "affine".
+        ``method``: "learned+io" (Accurate: the learned model's field refined by instance optimisation),
+        "learned" (Fast: learned model only), "io" (instance optimisation only), "affine", or
+        "deformable" (= the engine's default method, bijros/data/methods.json). ``preset``: None for the
+        method's own, or "default" | "fast" | "accurate".
         ``outputTransform``: None for a new transform node, or an existing transform node to fill.
         ``createSegmentation`` applies only when ``movingSegmentation`` is given.
         Raises ``ValueError`` for bad input, ``RuntimeError`` for missing dependencies.
@@ -466,7 +475,7 @@ class PropagationLogic(_EngineLogic):
 
     def startPropagation(
         self, targetVolume, atlasVolume=None, atlasSegmentation=None, atlasName: str | None = None,
-        method: str = "deformable", device: str = "auto", preset: str = "default", spacing: float | None = None,
+        method: str = "deformable", device: str = "auto", preset: str | None = None, spacing: float | None = None,
         iterations=None, regWeight: float | None = None, diffeomorphic: bool = False,
         createTransform: bool = True, createJacobian: bool = False,
     ) -> RegistrationJob:

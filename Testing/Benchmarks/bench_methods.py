@@ -46,11 +46,17 @@ class MethodOutput:
 
 @dataclass
 class MethodSpec:
-    """A method named on the command line: ``bijros[:preset]``, ``ants[:type_of_transform]``, ``elastix``."""
+    """A method named on the command line: ``bijros[:method or preset]``, ``ants[:type_of_transform]``, ``elastix``.
+
+    ``bijros:learned``, ``bijros:learned+io``, ``bijros:io``, ``bijros:affine`` name an engine method (with
+    the method's own preset); ``bijros:fast`` / ``bijros:accurate`` name an instance-optimisation preset
+    (method io); plain ``bijros`` is the engine's default method. ``bijros:learned@MODEL`` runs a learned
+    method with another model (a catalog name or a train-registration ``model.json``).
+    """
 
     name: str  # as given, e.g. "bijros:fast"
     kind: str  # bijros | ants | elastix
-    variant: str  # bijros preset or ANTs transform type ("" for elastix)
+    variant: str  # bijros method or preset, or ANTs transform type ("" for elastix)
 
     @property
     def title(self) -> str:
@@ -98,11 +104,30 @@ def run_method(spec: MethodSpec, pair: Pair, threads: int, device: str) -> Metho
 # --- bijros -------------------------------------------------------------------------------------
 
 
-def run_bijros(pair: Pair, preset: str, device: str) -> MethodOutput:
-    """bijros instance optimisation via the Python API; threads come from BIJROS_NUM_THREADS."""
-    from bijros.pipeline import RegistrationOptions, register
+def bijros_options(variant: str, device: str):
+    """RegistrationOptions for ``bijros:<variant>`` (see :class:`MethodSpec`)."""
+    from bijros.methods import DEFAULT_METHOD, METHODS
+    from bijros.pipeline import RegistrationOptions
 
-    options = RegistrationOptions(method="io", preset=preset, device=device)
+    variant, _, model = variant.partition("@")
+    if variant in ("", "default"):
+        return RegistrationOptions(method=DEFAULT_METHOD, device=device, model=model or None)
+    if variant in METHODS:
+        return RegistrationOptions(method=variant, device=device, model=model or None)
+    return RegistrationOptions(method="io", preset=variant, device=device)
+
+
+def run_bijros(pair: Pair, variant: str, device: str) -> MethodOutput:
+    """bijros via the Python API; threads come from BIJROS_NUM_THREADS. The learned model is loaded
+    (and its sha256 checked) once per process, outside the timed part, as in an interactive session."""
+    from bijros.pipeline import register
+
+    options = bijros_options(variant, device)
+    if options.uses_model:
+        from bijros.device import resolve_device
+        from bijros.learned import get_model
+
+        get_model(options.model, resolve_device(device))
     with Timer() as t:
         result = register(fixed=pair.target, moving=pair.atlas, moving_labels=pair.atlas_lab, options=options)
     report = result.report
@@ -112,6 +137,9 @@ def run_bijros(pair: Pair, preset: str, device: str) -> MethodOutput:
         "stage_seconds": report["seconds"],
         "torch_threads": report["torch_threads"],
         "device": report["device"],
+        "method": report["method"],
+        "preset": report["preset"],
+        "model": report.get("model"),
     }
     return MethodOutput(result.labels.array, result.jacobian.array, t.seconds, t.cpu_seconds, info)
 

@@ -90,9 +90,10 @@ def _add_time_ratios(rows: list[dict]) -> None:
         else:
             ref, num, den = bijros, bijros, row
         if ref is None or not den["median_s"] > 0:
-            row["time_ratio"], row["time_ratio_label"] = math.nan, ""
+            row["time_ratio"], row["cpu_ratio"], row["time_ratio_label"] = math.nan, math.nan, ""
             continue
         row["time_ratio"] = num["median_s"] / den["median_s"]
+        row["cpu_ratio"] = num["median_cpu_s"] / den["median_cpu_s"] if den["median_cpu_s"] > 0 else math.nan
         row["time_ratio_label"] = f"{num['method']} / {den['title']}"
 
 
@@ -114,12 +115,13 @@ def pair_line(record: dict) -> str:
 def table(rows: list[dict]) -> str:
     head = (
         "| method | pairs | mean Dice (± sd over pairs) | mean HD95 mm | folding % (mean / max) | "
-        "median s/pair | median CPU s/pair | time ratio |\n|---|---|---|---|---|---|---|---|\n"
+        "median s/pair | median CPU s/pair | time ratio (wall / CPU) |\n|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
         failed = f" ({r['failed']} failed)" if r["failed"] else ""
-        ratio = f"{_fmt(r['time_ratio'], 3)} ({r['time_ratio_label']})" if r["time_ratio_label"] else "—"
+        ratio = (f"{_fmt(r['time_ratio'], 3)} / {_fmt(r.get('cpu_ratio', math.nan), 3)} ({r['time_ratio_label']})"
+                 if r["time_ratio_label"] else "—")
         lines.append(
             f"| {r['title']} | {r['pairs']}{failed} | {_fmt(r['mean_dice'], 4)} ± {_fmt(r['sd_dice'], 4)} | "
             f"{_fmt(r['mean_hd95_mm'], 2)} | {_fmt(r['folding_pct'], 4)} / {_fmt(r['max_folding_pct'], 4)} | "

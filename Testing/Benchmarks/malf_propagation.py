@@ -52,8 +52,12 @@ NOTES = [
     "Timed: registration + warping of the atlas labels onto the target grid (ANTs and bijros also warp the T1 "
     "inside that call, elastix writes its result image as by default); reading files, scoring and the QC "
     "Jacobian are not timed. CPU s is the process CPU time of the same span (all threads).",
-    "Time ratio: ratio of median seconds per pair; bijros rows are bijros / ANTs SyN, peer rows are the first "
-    "bijros method / that method.",
+    "Time ratio: ratio of median seconds per pair (wall, then process CPU); bijros rows are bijros / ANTs SyN, "
+    "peer rows are the first bijros method / that method.",
+    "bijros methods: `bijros:<method>` runs `RegistrationOptions(method=<method>)` with the method's own preset "
+    "(learned: 2 mm working grid; learned+io and io: 1 mm); `bijros:fast` is io with the fast preset. The "
+    "learned model is loaded and its sha256 checked once per process before the first pair (not timed; "
+    "about 0.05 s), as in a Slicer session.",
     "Folding %: voxels with Jacobian determinant <= 0 of the total mapping (affine then deformable) among the "
     "target's voxels with T1 > 0, averaged over pairs. bijros: its own Jacobian (`result.jacobian`, same grid; "
     "the report's `qc.folding_fraction` uses a normalised-intensity > 0.05 mask and is kept in the JSON). "

@@ -93,7 +93,7 @@ def test_propagate_scene_atlas_through_the_panel(fs, shared_data):
     ui.sceneAtlasRadioButton.click()
     ui.atlasVolumeSelector.setCurrentNode(atlas)
     ui.atlasSegmentationSelector.setCurrentNode(atlasSegmentation)
-    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("deformable"))
+    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("learned+io"))
     ui.presetComboBox.setCurrentIndex(ui.presetComboBox.findData("fast"))
     ui.deviceComboBox.setCurrentIndex(ui.deviceComboBox.findData("cpu"))
     assert ui.propagateButton.enabled, ui.propagateButton.toolTip

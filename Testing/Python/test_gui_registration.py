@@ -87,6 +87,11 @@ def test_apply_disabled_with_reason(reg):
 
 def test_panel_state_lives_in_parameter_node(reg):
     ui = reg.ui
+    # the methods come from the engine's methods.json, the default (Accurate: learned + io) first
+    items = [(ui.methodComboBox.itemData(i), ui.methodComboBox.itemText(i)) for i in range(ui.methodComboBox.count)]
+    assert [data for data, _ in items] == ["learned+io", "learned", "io", "affine"]
+    assert items[0][1].startswith("Accurate") and items[1][1].startswith("Fast")
+    assert ui.methodComboBox.currentData == "learned+io" and ui.presetComboBox.currentData == ""
     fixed, moving, _segmentation = synthetic(reg)
     ui.fixedVolumeSelector.setCurrentNode(fixed)
     ui.movingVolumeSelector.setCurrentNode(moving)
@@ -102,11 +107,11 @@ def test_panel_state_lives_in_parameter_node(reg):
     assert parameterNode.GetParameter("Diffeomorphic") == "true"
     assert float(parameterNode.GetParameter("Spacing")) == 2.5
     # and the other way round: what a loaded scene puts in the node shows in the panel
-    parameterNode.SetParameter("Method", "deformable")
+    parameterNode.SetParameter("Method", "learned")
     parameterNode.SetParameter("Preset", "accurate")
     parameterNode.SetParameter("Iterations", "30,20")
     parameterNode.SetNodeReferenceID("MovingVolume", fixed.GetID())
-    assert ui.methodComboBox.currentData == "deformable"
+    assert ui.methodComboBox.currentData == "learned"
     assert ui.presetComboBox.currentData == "accurate"
     assert ui.iterationsLineEdit.text == "30,20"
     assert ui.movingVolumeSelector.currentNode() is fixed
@@ -122,7 +127,7 @@ def test_register_hippocampus_through_the_panel(reg, shared_data):
     ui.fixedVolumeSelector.setCurrentNode(fixed)
     ui.movingVolumeSelector.setCurrentNode(moving)
     ui.movingSegmentationSelector.setCurrentNode(segmentation)
-    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("deformable"))
+    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("learned+io"))
     ui.presetComboBox.setCurrentIndex(ui.presetComboBox.findData("fast"))
     ui.deviceComboBox.setCurrentIndex(ui.deviceComboBox.findData("cpu"))
     ui.createJacobianCheckBox.checked = True
@@ -163,7 +168,7 @@ def test_cancel_leaves_scene_unchanged(reg):
     ui = reg.ui
     ui.fixedVolumeSelector.setCurrentNode(fixed)
     ui.movingVolumeSelector.setCurrentNode(moving)
-    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("deformable"))
+    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("learned+io"))
     ui.presetComboBox.setCurrentIndex(ui.presetComboBox.findData("default"))
     scene = reg.logic.scene
     before = [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())]

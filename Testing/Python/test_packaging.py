@@ -221,8 +221,13 @@ def test_engine_package_and_data_are_installed_next_to_the_modules(top_level):
     missing = [name for name in subpackages if f"bijros/{name}/*.py" not in patterns]
     assert not missing, f"add the engine's subpackages {missing} to the top-level CMakeLists.txt"
     listed = set(variables["BIJROS_EXTENSION_RESOURCES"])
-    on_disk = {p.relative_to(REPO).as_posix() for p in (REPO / "Resources" / "Atlases").glob("*") if p.is_file()}
-    assert on_disk <= listed and all((REPO / f).is_file() for f in listed)
+    on_disk = {p.relative_to(REPO).as_posix() for folder in ("Atlases", "Models")
+               for p in (REPO / "Resources" / folder).glob("*") if p.is_file() and p.name != "README.md"}
+    assert on_disk <= listed, f"not installed with the extension: {sorted(on_disk - listed)}"
+    assert all((REPO / f).is_file() for f in listed)
+    # every weight file the model catalog names is installed beside it
+    catalog = json.loads((REPO / "Resources" / "Models" / "catalog.json").read_text(encoding="utf-8"))
+    assert {f"Resources/Models/{m['file']}" for m in catalog["models"]} <= listed
 
 
 # ----------------------------------------------------------------------------- catalog entry, licence
