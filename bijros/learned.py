@@ -6,7 +6,8 @@ The model library is a folder holding ``catalog.json`` and the safetensors files
                                       "input_spacing_mm", ...}, ...]}
 
 It is found at ``$BIJROS_MODELS_DIR`` if set, else at ``Resources/Models`` beside the ``bijros``
-package (the repository root, and the Slicer extension's install tree). Weights are checked
+package (the repository root, and the Slicer extension's install tree), else inside the package
+(``bijros/model_library``, where a wheel puts it). Weights are checked
 against their sha256 and read with safetensors only (:mod:`bijros.weights`).
 
 :func:`learned_register` runs a model once on an affinely pre-aligned pair and returns the
@@ -33,9 +34,14 @@ CATALOG = "catalog.json"
 
 
 def models_dir() -> Path:
-    """The model library folder (``$BIJROS_MODELS_DIR`` or ``Resources/Models`` beside the package)."""
+    """The model library folder: ``$BIJROS_MODELS_DIR``, else ``Resources/Models`` beside the package (a
+    checkout, an editable install, the Slicer extension), else ``bijros/model_library`` (a wheel install,
+    where pyproject.toml maps Resources/Models to that package folder)."""
     env = os.environ.get("BIJROS_MODELS_DIR")
-    folder = Path(env) if env else Path(__file__).resolve().parent.parent / "Resources" / "Models"
+    here = Path(__file__).resolve().parent
+    folder = Path(env) if env else here.parent / "Resources" / "Models"
+    if not env and not (folder / CATALOG).is_file() and (here / "model_library" / CATALOG).is_file():
+        folder = here / "model_library"
     if not (folder / CATALOG).is_file():
         where = "$BIJROS_MODELS_DIR" if env else "Resources/Models beside the bijros package"
         raise InputError(

@@ -74,11 +74,53 @@ class SynthOptions:
             raise InputError(f"dice_labels must be 'freesurfer_merged' or 'all', got '{self.dice_labels}'")
 
 
-def load_label_maps(pattern: str, spacing_mm: float, max_maps: int | None = None) -> list[np.ndarray]:
+# T1-like intensities for aligning label maps: white matter bright, grey matter mid, CSF dark
+_ALIGN_WHITE = (2, 41, 7, 46, 16, 28, 60)
+_ALIGN_CSF = (4, 43, 5, 44, 14, 15, 24)
+
+
+def _align_image(labels: np.ndarray) -> np.ndarray:
+    """A skull-stripped, T1-like image painted from FreeSurfer labels (only the brain structures)."""
+    image = np.zeros(labels.shape, np.float32)
+    brain = np.isin(labels, [v for vs in FREESURFER_MERGED.values() for v in vs])
+    image[brain] = 0.6
+    image[np.isin(labels, _ALIGN_WHITE)] = 1.0
+    image[np.isin(labels, _ALIGN_CSF)] = 0.2
+    return image
+
+
+def align_label_maps(maps: list[np.ndarray], spacing_mm: float) -> list[np.ndarray]:
+    """Affinely align every map to the first one (the engine's own affine stage on T1-like images
+    painted from the labels), then resample it with nearest neighbour onto the first map's grid.
+
+    At inference the network sees pairs after the engine's affine stage; aligned maps make the
+    training pairs differ the same way (anatomy plus the small random affine of the synthesis)."""
+    from bijros.affine import AffineOptions, affine_register
+    from bijros.spatial import Grid, points_ras, sample
+
+    ref = maps[0]
+    grid_of = lambda m: Grid(m.shape, np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0]))  # noqa: E731
+    ref_grid = grid_of(ref)
+    ref_image = torch.from_numpy(_align_image(ref))[None]
+    pts = points_ras(ref_grid)
+    options = AffineOptions(levels_mm=(6.0, 4.0), rigid_iterations=(60, 20), affine_iterations=(60, 20))
+    aligned = [ref]
+    for m in maps[1:]:
+        affine = affine_register(ref_image, ref_grid, torch.from_numpy(_align_image(m))[None], grid_of(m), options)
+        a = torch.as_tensor(affine, dtype=torch.float32)
+        moved = sample(torch.from_numpy(m.astype(np.float32))[None], grid_of(m), pts @ a[:3, :3].T + a[:3, 3],
+                       mode="nearest")[0]
+        aligned.append(moved.round().to(torch.int32).numpy())
+    return aligned
+
+
+def load_label_maps(pattern: str, spacing_mm: float, max_maps: int | None = None,
+                    align: bool = False) -> list[np.ndarray]:
     """Label maps matching ``pattern`` (glob), resampled with nearest neighbour to ``spacing_mm`` voxels.
 
     Each map is first reoriented to the closest RAS axis order (what the engine's working grid uses at
-    inference), so the network sees anatomy along the same axes in training and in use.
+    inference), so the network sees anatomy along the same axes in training and in use. ``align``:
+    affinely align them all to the first (:func:`align_label_maps`).
     """
     import nibabel as nib
 
@@ -98,7 +140,7 @@ def load_label_maps(pattern: str, spacing_mm: float, max_maps: int | None = None
             t = torch.from_numpy(arr)[None, None].float()
             arr = F.interpolate(t, size=shape, mode="nearest-exact")[0, 0].to(torch.int32).numpy()
         maps.append(arr)
-    return maps
+    return align_label_maps(maps, spacing_mm) if align and len(maps) > 1 else maps
 
 
 class SynthGenerator:

@@ -35,6 +35,7 @@ class TrainConfig:
     model_config: dict = dataclasses.field(default_factory=dict)
     labelmaps: str = "../shared/data/synthseg_labelmaps/training_seg_*.nii.gz"  # glob, relative to the current folder
     max_maps: int | None = None
+    align_maps: bool = False  # affinely align the maps to the first one at load (bijros.synth.align_label_maps)
     spacing_mm: float = 2.0
     synth: dict = dataclasses.field(default_factory=dict)  # bijros.synth.SynthOptions keyword arguments
     steps: int = 1000
@@ -205,7 +206,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
         configure_threads()
     out = Path(out_dir)
     options = SynthOptions(**cfg.synth)
-    maps = load_label_maps(cfg.labelmaps, cfg.spacing_mm, cfg.max_maps)
+    maps = load_label_maps(cfg.labelmaps, cfg.spacing_mm, cfg.max_maps, align=cfg.align_maps)
     out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)

@@ -262,3 +262,15 @@ def test_lib_imports_no_qt_at_import_time():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+def test_wheels_carry_the_model_library():
+    """A non-editable pip install has no Resources/ folder: pyproject maps Resources/Models into the package."""
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert config["package-dir"]["bijros.model_library"] == "Resources/Models"
+    assert "bijros.model_library" in config["packages"]
+    assert {"*.json", "*.safetensors"} <= set(config["package-data"]["bijros.model_library"])
+    on_disk = {p.parent.relative_to(REPO).as_posix().replace("/", ".") for p in (REPO / "bijros").rglob("__init__.py")}
+    assert on_disk <= set(config["packages"]), f"add {sorted(on_disk - set(config['packages']))} to pyproject packages"
