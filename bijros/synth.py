@@ -5,7 +5,9 @@ training segmentation), moves it by a random affine and a random smooth (diffeom
 deformation, crops it, and paints it with random intensities: a Gaussian mean and standard
 deviation per label and per sample, Gaussian blur, a smooth multiplicative bias field and
 Gaussian noise, then min-max normalisation to [0, 1]. In a share of the pairs everything
-outside the labelled brain structures is set to zero, as in skull-stripped scans. Fixed and moving are drawn
+outside the labelled brain structures is set to zero, as in skull-stripped scans, and in a share
+of them both images get the same random contrast (an easier signal early in training; the other
+pairs keep the contrasts independent). Fixed and moving are drawn
 independently (from two label maps, or the same one with probability ``same_map_prob``), so
 the network never sees a real contrast and has to rely on shape. The labels go through
 exactly the same spatial transform as the image (nearest neighbour), so each pair's
@@ -63,6 +65,8 @@ class SynthOptions:
     noise_max_std: float = 0.05
     same_map_prob: float = 0.1
     skull_strip_prob: float = 0.5  # share of pairs where everything but the Dice structures is zero (both images)
+    same_contrast_prob: float = 0.0  # share of pairs whose two images get the same per-label intensities
+    flow_pairs_prob: float = 0.0  # share of same-map pairs with a known true displacement (dense supervision)
     dice_labels: str = "freesurfer_merged"  # freesurfer_merged | all (every value present, in order)
     max_classes: int = 32  # cap for "all"
 
@@ -225,22 +229,38 @@ class SynthGenerator:
         velocity = F.interpolate(velocity, size=o.crop, mode="trilinear", align_corners=True)
         return integrate(velocity, o.deform_int_steps)
 
-    def _transform_labels(self, index: int) -> torch.Tensor:
-        """Sample map ``index`` (1, 1, I, J, K) at a random affine + deformation of the crop grid -> (1, 1, *crop)."""
+    def _transform_labels(self, index: int, deform: bool = True) -> tuple[torch.Tensor, dict]:
+        """Sample map ``index`` (1, 1, I, J, K) at a random affine (+ deformation) of the crop grid.
+
+        Returns the (1, 1, *crop) sample and the transform: ``src`` (*crop, 3) source voxel of every crop
+        voxel, ``matrix`` (3, 3) and ``centre`` (3,) of its affine part (``src = matrix @ (p' - k) + centre``
+        with ``p'`` the deformed crop position and ``k`` the crop centre)."""
         o = self.opts
         source = self.maps[index]
         crop = torch.tensor(o.crop, device=self.device, dtype=torch.float32)
         src_shape = torch.tensor(source.shape[2:], device=self.device, dtype=torch.float32)
         axes = [torch.arange(n, device=self.device, dtype=torch.float32) for n in o.crop]
         pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)  # (*crop, 3) crop voxels
-        pts = pts + self._deformation()[0].permute(1, 2, 3, 0)
+        field = self._deformation()[0].permute(1, 2, 3, 0)
+        if deform:
+            pts = pts + field
         pts = pts - (crop - 1) / 2
         scale = 1 + self._uniform(-1, 1, 3) * o.max_scale
         matrix = self._rotation() @ torch.diag(scale)
         centre = self.centres[index] + self._uniform(-1, 1, 3) * o.max_shift_vox
         src = pts @ matrix.T + centre  # source voxel (i, j, k)
         coords = (2 * src / (src_shape - 1).clamp_min(1) - 1).flip(-1)
-        return F.grid_sample(source, coords[None], mode="nearest", padding_mode="zeros", align_corners=True)
+        sampled = F.grid_sample(source, coords[None], mode="nearest", padding_mode="zeros", align_corners=True)
+        return sampled, {"src": src, "matrix": matrix, "centre": centre}
+
+    def _true_flow(self, fixed_tf: dict, moving_tf: dict) -> torch.Tensor:
+        """(3, *crop) displacement u with moving(p + u(p)) = fixed(p), for a moving crop without deformation:
+        its crop position of the fixed crop's source point, ``q = M_m^-1 (src_f - c_m) + k``, minus ``p``."""
+        crop = torch.tensor(self.opts.crop, device=self.device, dtype=torch.float32)
+        q = (fixed_tf["src"] - moving_tf["centre"]) @ torch.linalg.inv(moving_tf["matrix"]).T + (crop - 1) / 2
+        axes = [torch.arange(n, device=self.device, dtype=torch.float32) for n in self.opts.crop]
+        p = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
+        return (q - p).permute(3, 0, 1, 2)
 
     # -- intensity ---------------------------------------------------------------------------
     def _blur(self, image: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -258,14 +278,19 @@ class SynthGenerator:
             image = F.conv3d(F.pad(image, pad, mode="replicate"), k.view(shape))
         return image
 
-    def _paint(self, index_map: torch.Tensor, strip: bool = False) -> torch.Tensor:
+    def _contrast(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random per-label intensity means in [0, 1] and standard deviations in [0, intensity_max_std]."""
+        n = self.num_intensity_labels
+        return self._rand(n), self._rand(n) * self.opts.intensity_max_std
+
+    def _paint(self, index_map: torch.Tensor, strip: bool = False,
+               contrast: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """(1, 1, *crop) intensity-label indices -> (1, 1, *crop) synthetic image in [0, 1].
 
-        ``strip``: zero everything outside the labelled brain structures, like a skull-stripped scan."""
+        ``strip``: zero everything outside the labelled brain structures, like a skull-stripped scan;
+        ``contrast``: (means, stds) per label, else drawn here."""
         o = self.opts
-        n = self.num_intensity_labels
-        means = self._rand(n)
-        stds = self._rand(n) * o.intensity_max_std
+        means, stds = contrast if contrast is not None else self._contrast()
         idx = index_map.long()
         image = means[idx] + stds[idx] * self._randn(*idx.shape)
         image = self._blur(image, float(self._rand(1)) * o.blur_max_sigma_vox)
@@ -280,17 +305,28 @@ class SynthGenerator:
 
     def sample(self, batch: int = 1) -> dict[str, torch.Tensor]:
         """A batch of pairs: ``fixed``, ``moving`` (B, 1, *crop) in [0, 1]; ``fixed_labels``, ``moving_labels``
-        (B, 1, *crop) int64 Dice classes in ``0..num_classes-1``."""
-        out: dict[str, list[torch.Tensor]] = {"fixed": [], "moving": [], "fixed_labels": [], "moving_labels": []}
+        (B, 1, *crop) int64 Dice classes in ``0..num_classes-1``; ``flow`` (B, 3, *crop) the true
+        displacement and ``flow_weight`` (B,) 1 for the pairs where it is known (same map, the moving
+        crop without deformation: a share ``flow_pairs_prob``), else 0."""
+        out: dict[str, list[torch.Tensor]] = {"fixed": [], "moving": [], "fixed_labels": [], "moving_labels": [],
+                                              "flow": [], "flow_weight": []}
         n_maps = len(self.maps)
         for _ in range(batch):
             a = int(torch.randint(n_maps, (1,), generator=self.gen, device=self.device))
             b = a
-            if n_maps > 1 and float(self._rand(1)) >= self.opts.same_map_prob:
+            supervised = float(self._rand(1)) < self.opts.flow_pairs_prob
+            if not supervised and n_maps > 1 and float(self._rand(1)) >= self.opts.same_map_prob:
                 b = (a + 1 + int(torch.randint(n_maps - 1, (1,), generator=self.gen, device=self.device))) % n_maps
             strip = float(self._rand(1)) < self.opts.skull_strip_prob
+            shared = self._contrast() if float(self._rand(1)) < self.opts.same_contrast_prob else None
+            transforms = {}
             for role, src in (("fixed", a), ("moving", b)):
-                index_map = self._transform_labels(src)
-                out[role].append(self._paint(index_map, strip))
+                index_map, transforms[role] = self._transform_labels(src, deform=not (supervised and role == "moving"))
+                out[role].append(self._paint(index_map, strip, shared))
                 out[f"{role}_labels"].append(self.index_to_class[index_map.long()])
+            if supervised:
+                out["flow"].append(self._true_flow(transforms["fixed"], transforms["moving"])[None])
+            else:
+                out["flow"].append(torch.zeros((1, 3, *self.opts.crop), device=self.device))
+            out["flow_weight"].append(torch.full((1,), float(supervised), device=self.device))
         return {k: torch.cat(v, 0) for k, v in out.items()}

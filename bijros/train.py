@@ -10,7 +10,8 @@ Outputs: ``loss.csv``, ``loss.png``, and at the end ``model.safetensors`` with `
 catalog entry that :func:`bijros.weights.load_model` accepts.
 
 Loss: ``dice * (1 - soft Dice of the warped one-hot moving labels vs the fixed labels, foreground
-classes) + smooth * diffusion(displacement) [+ image * LNCC(warped moving, fixed)]``.
+classes) + smooth * diffusion(displacement) [+ image * LNCC(warped moving, fixed)] [+ flow * squared
+error to the true displacement, on the synthetic pairs where it is known (bijros.synth flow pairs)]``.
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ class TrainConfig:
         if unknown:
             raise InputError(f"unknown training config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         cfg = cls(**data)
-        bad = sorted(set(cfg.loss) - {"dice", "smooth", "image"})
+        bad = sorted(set(cfg.loss) - {"dice", "smooth", "image", "flow"})
         if bad:
-            raise InputError(f"unknown loss terms {bad}; use dice, smooth, image")
+            raise InputError(f"unknown loss terms {bad}; use dice, smooth, image, flow")
         if cfg.steps < 0 or cfg.batch_size < 1 or cfg.checkpoint_every < 1:
             raise InputError("steps must be >= 0, batch_size and checkpoint_every >= 1")
         return cfg
@@ -98,6 +99,11 @@ def registration_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], we
     terms = {"dice": soft_dice_loss(warp(moving_oh, disp), fixed_oh), "smooth": diffusion_penalty(disp)}
     if weights.get("image", 0) > 0:
         terms["image"] = lncc_loss(batch["fixed"].float(), warp(batch["moving"], disp))
+    if weights.get("flow", 0) > 0 and "flow" in batch:
+        # squared error (voxels^2) to the true displacement, inside the fixed brain, on pairs where it is known
+        mask = (batch["fixed_labels"] > 0).float() * batch["flow_weight"].view(-1, 1, 1, 1, 1)
+        err = ((disp - batch["flow"]) ** 2).sum(1, keepdim=True)
+        terms["flow"] = (err * mask).sum() / mask.sum().clamp_min(1.0)
     terms["loss"] = sum(weights.get(k, 0.0) * v for k, v in terms.items())
     return terms
 
@@ -128,7 +134,7 @@ def _plot(history: list[list[float]], path: Path) -> None:
     os.replace(tmp, path)
 
 
-HEADER = ["step", "loss", "dice_loss", "smooth", "image", "seconds"]
+HEADER = ["step", "loss", "dice_loss", "smooth", "image", "seconds", "flow"]
 
 
 def _write_csv(history: list[list[float]], path: Path) -> None:
@@ -249,7 +255,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
             optim.step()
             step += 1
             history.append([step, loss.item(), terms["dice"].item(), terms["smooth"].item(),
-                            terms["image"].item() if "image" in terms else 0.0, time.monotonic() - start])
+                            terms["image"].item() if "image" in terms else 0.0, time.monotonic() - start,
+                            terms["flow"].item() if "flow" in terms else 0.0])
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", dice=f"{1 - terms['dice'].item():.3f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:

@@ -102,7 +102,7 @@ def test_synth_pairs():
 
 def test_synth_freesurfer_classes_merge_left_right():
     lab = np.zeros((12, 12, 12), np.int32)
-    lab[2:6], lab[6:10], lab[10:] = 17, 53, 502  # left / right hippocampus, extra-cerebral
+    lab[2:6], lab[6:10], lab[10:], lab[:2] = 17, 53, 502, 502  # left / right hippocampus, extra-cerebral
     gen = SynthGenerator([lab], SynthOptions(crop=(12, 12, 12), max_rotation_deg=0, max_scale=0, max_shift_vox=0,
                                              deform_max_std_vox=0))
     out = gen.sample(1)["fixed_labels"][0, 0]
@@ -213,3 +213,22 @@ def test_label_maps_are_affinely_aligned_to_the_first():
     assert aligned[0] is brain and aligned[1].shape == brain.shape
     assert overlap(brain, moved) < 0.8 < 0.95 < overlap(brain, aligned[1])
     assert set(np.unique(aligned[1])) <= {0, 2, 3, 4}  # nearest neighbour: no new values
+
+
+def test_flow_pairs_carry_the_true_displacement():
+    """Same-map pairs whose moving crop is not deformed have an exact displacement: warping the moving
+    labels by it reproduces the fixed labels far better than no warp (dense supervision for training)."""
+    from bijros.train import soft_dice_loss
+
+    maps = [blob_labels(0, (32, 32, 32))]
+    opts = SynthOptions(crop=(24, 24, 24), dice_labels="all", flow_pairs_prob=1.0, max_rotation_deg=15,
+                        max_scale=0.1, max_shift_vox=2, deform_max_std_vox=2.0, deform_control_vox=6)
+    batch = SynthGenerator(maps, opts, generator=torch.Generator().manual_seed(1)).sample(2)
+    assert batch["flow"].shape == (2, 3, 24, 24, 24) and batch["flow_weight"].tolist() == [1.0, 1.0]
+    onehot = {k: torch.nn.functional.one_hot(batch[k][:, 0], 4).permute(0, 4, 1, 2, 3).float()
+              for k in ("fixed_labels", "moving_labels")}
+    before = 1 - soft_dice_loss(onehot["moving_labels"], onehot["fixed_labels"]).item()
+    after = 1 - soft_dice_loss(warp(onehot["moving_labels"], batch["flow"]), onehot["fixed_labels"]).item()
+    assert after > before + 0.05 and after > 0.85, (before, after)
+    plain = SynthGenerator(maps, SynthOptions(crop=(24, 24, 24), dice_labels="all")).sample(1)
+    assert plain["flow_weight"].tolist() == [0.0] and not plain["flow"].any()
