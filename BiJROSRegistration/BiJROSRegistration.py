@@ -362,7 +362,7 @@ class BiJROSRegistrationLogic(ScriptedLoadableModuleLogic, RegistrationLogic):
 
         :param method: "learned+io" (Accurate: affine, the shipped learned model, then instance
             optimisation from its field), "learned" (Fast: learned model only), "io" (instance
-            optimisation only), "affine", or "deformable" (= the default, "learned+io").
+            optimisation only), "affine", or "deformable" (= the engine's default method, bijros/data/methods.json).
         :param outputTransform: an existing transform node to fill, or None for a new one.
         :param movingSegmentation: optional vtkMRMLSegmentationNode on the moving volume,
             propagated onto the fixed volume with its segment names and colours.

@@ -356,7 +356,7 @@ class FewShotSegmentLogic(ScriptedLoadableModuleLogic, PropagationLogic):
         The atlas is ``atlasVolume`` + ``atlasSegmentation`` (nodes in the scene) or, when
         they are None, the library atlas ``atlasName`` (None: the library's default).
 
-        :param kwargs: method="learned+io" (default, Accurate) | "learned" (Fast) | "io" | "affine",
+        :param kwargs: method="io" (default) | "learned+io" (Accurate) | "learned" (Fast) | "affine",
             device="auto" | "cpu" | "cuda", preset=None (the method's) | "default" | "fast" | "accurate", spacing (mm), iterations ("40,30,20"),
             regWeight, diffeomorphic=False, createTransform=True, createJacobian=False.
         :return: dict with "segmentation" (on the target, atlas names and colours),

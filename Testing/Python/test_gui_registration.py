@@ -87,11 +87,13 @@ def test_apply_disabled_with_reason(reg):
 
 def test_panel_state_lives_in_parameter_node(reg):
     ui = reg.ui
-    # the methods come from the engine's methods.json, the default (Accurate: learned + io) first
-    items = [(ui.methodComboBox.itemData(i), ui.methodComboBox.itemText(i)) for i in range(ui.methodComboBox.count)]
-    assert [data for data, _ in items] == ["learned+io", "learned", "io", "affine"]
-    assert items[0][1].startswith("Accurate") and items[1][1].startswith("Fast")
-    assert ui.methodComboBox.currentData == "learned+io" and ui.presetComboBox.currentData == ""
+    # the methods come from the engine's methods.json, the engine's default first
+    from bijros.methods import DEFAULT_METHOD, METHODS
+
+    items = {ui.methodComboBox.itemData(i): ui.methodComboBox.itemText(i) for i in range(ui.methodComboBox.count)}
+    assert list(items) == [DEFAULT_METHOD, *(m for m in METHODS if m != DEFAULT_METHOD)]
+    assert items["learned+io"].startswith("Accurate") and items["learned"].startswith("Fast")
+    assert ui.methodComboBox.currentData == DEFAULT_METHOD and ui.presetComboBox.currentData == ""
     fixed, moving, _segmentation = synthetic(reg)
     ui.fixedVolumeSelector.setCurrentNode(fixed)
     ui.movingVolumeSelector.setCurrentNode(moving)

@@ -92,8 +92,9 @@ def test_register_creates_named_nodes_beside_the_fixed_volume(registered):
     assert nodes["warpedVolume"].GetName() == "hippocampus_003 registered"
     assert nodes["segmentation"].GetName() == "hippocampus_003 labels on hippocampus_001"
     assert nodes["jacobianVolume"].GetName().endswith("Jacobian")
-    assert nodes["report"]["method"] == "learned+io" and nodes["report"]["preset"] == "fast"
-    assert nodes["report"]["model"] == "eoir-synth-2mm"
+    from bijros.methods import DEFAULT_METHOD
+
+    assert nodes["report"]["method"] == DEFAULT_METHOD and nodes["report"]["preset"] == "fast"
     sh = scene.GetSubjectHierarchyNode()
     for key in ("transform", "affineTransform", "warpedVolume", "segmentation", "jacobianVolume"):
         item = sh.GetItemByDataNode(nodes[key])
