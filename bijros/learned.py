@@ -31,6 +31,7 @@ from bijros.errors import InputError
 from bijros.spatial import Grid, downsample, points_ras, pool_factors, sample
 
 CATALOG = "catalog.json"
+REPO_LIBRARY = Path(__file__).resolve().parent.parent / "Resources" / "Models"  # checkout, editable install, Slicer
 
 
 def models_dir() -> Path:
@@ -38,10 +39,10 @@ def models_dir() -> Path:
     checkout, an editable install, the Slicer extension), else ``bijros/model_library`` (a wheel install,
     where pyproject.toml maps Resources/Models to that package folder)."""
     env = os.environ.get("BIJROS_MODELS_DIR")
-    here = Path(__file__).resolve().parent
-    folder = Path(env) if env else here.parent / "Resources" / "Models"
-    if not env and not (folder / CATALOG).is_file() and (here / "model_library" / CATALOG).is_file():
-        folder = here / "model_library"
+    wheel_library = Path(__file__).resolve().parent / "model_library"
+    folder = Path(env) if env else REPO_LIBRARY
+    if not env and not (folder / CATALOG).is_file() and (wheel_library / CATALOG).is_file():
+        folder = wheel_library
     if not (folder / CATALOG).is_file():
         where = "$BIJROS_MODELS_DIR" if env else "Resources/Models beside the bijros package"
         raise InputError(
@@ -71,14 +72,12 @@ def resolve_entry(model: str | None) -> tuple[dict, Path]:
     """A catalog entry and its folder: ``None`` = the catalog's default, a catalog name, or a path to a
     JSON entry (e.g. the ``model.json`` that ``bijros train-registration`` writes)."""
     if model and (model.endswith(".json") or os.sep in model or "/" in model):
+        from bijros.weights import read_entry
+
         path = Path(model).expanduser()
         if not path.is_file():
             raise InputError(f"--model {model}: no such file; give a catalog name (see `bijros models`) or a model.json")
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot read the model entry {path}: {exc}") from exc
-        return entry, path.parent
+        return read_entry(path)
     folder = models_dir()
     catalog = load_catalog(folder)
     name = model or catalog.get("default") or catalog["models"][0]["name"]
@@ -121,8 +120,7 @@ def _to_model_grid(volume: torch.Tensor, grid: Grid, spacing_mm: float) -> tuple
     step[:3, :3] = np.diag(scale)
     step[:3, 3] = (scale - 1) / 2.0
     out_grid = Grid(shape, grid.ijk_to_ras @ step)  # type: ignore[arg-type]
-    smooth = downsample(volume, grid, pool_factors(grid.spacing, spacing_mm))[0] if max(factors) > 1 else volume
-    src_grid = downsample(volume[:1], grid, factors)[1] if max(factors) > 1 else grid
+    smooth, src_grid = downsample(volume, grid, factors)  # anti-aliasing first (a no-op for factors of 1)
     return sample(smooth, src_grid, points_ras(out_grid, volume.device), padding_mode="border"), out_grid
 
 
@@ -163,7 +161,7 @@ def publish_model(run_dir: str | Path, library: str | Path | None = None, benchm
 
     entry, folder = read_entry(Path(run_dir) / "model.json")
     source = verified_weights_path(entry, folder)
-    lib = Path(library) if library else Path(__file__).resolve().parent.parent / "Resources" / "Models"
+    lib = Path(library) if library else REPO_LIBRARY
     lib.mkdir(parents=True, exist_ok=True)
     catalog_path = lib / CATALOG
     catalog = json.loads(catalog_path.read_text(encoding="utf-8")) if catalog_path.is_file() else {

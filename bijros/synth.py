@@ -241,6 +241,8 @@ class SynthGenerator:
         src_shape = torch.tensor(source.shape[2:], device=self.device, dtype=torch.float32)
         axes = [torch.arange(n, device=self.device, dtype=torch.float32) for n in o.crop]
         pts = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)  # (*crop, 3) crop voxels
+        # drawn even when unused, so every pair consumes the same random numbers (the shipped model's
+        # config reproduces its training pairs exactly)
         field = self._deformation()[0].permute(1, 2, 3, 0)
         if deform:
             pts = pts + field
