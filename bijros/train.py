@@ -7,7 +7,10 @@ comments). The run is resumable: ``OUT/checkpoint.pt`` (plain tensors, dicts and
 ``torch.load(weights_only=True)``) holds the model, the optimiser, the step, the random state and the
 loss history; running the same command again continues from it (raise ``steps`` to train longer).
 Outputs: ``loss.csv``, ``loss.png``, and at the end ``model.safetensors`` with ``model.json``, a
-catalog entry that :func:`bijros.weights.load_model` accepts.
+catalog entry that :func:`bijros.weights.load_model` accepts. With ``validation_maps`` > 0 the last
+maps are held out (:mod:`bijros.validation`): every checkpoint is scored on fixed inter-subject pairs
+made from them (``validation.csv``, the right axis of ``loss.png``, step 0 = zero flow) and the
+exported weights are those of the best-scoring checkpoint (its step is in ``model.json``).
 
 Loss: ``dice * (1 - soft Dice of the warped one-hot moving labels vs the fixed labels, foreground
 classes) + smooth * diffusion(displacement) [+ image * LNCC(warped moving, fixed)] [+ flow * squared
@@ -50,6 +53,8 @@ class TrainConfig:
     name: str | None = None
     data_license: str = "unknown (set data_license in the config)"
     data_source: str = ""  # where the label maps come from (recorded in model.json)
+    validation_maps: int = 0  # hold out the last N label maps (sorted by name): never trained on, scored instead
+    validation_pairs: int = 16  # fixed pairs per validation set (two sets: same contrast, independent contrasts)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -64,6 +69,8 @@ class TrainConfig:
             raise InputError(f"unknown loss terms {bad}; use dice, smooth, image, flow")
         if cfg.steps < 0 or cfg.batch_size < 1 or cfg.checkpoint_every < 1:
             raise InputError("steps must be >= 0, batch_size and checkpoint_every >= 1")
+        if cfg.validation_maps < 0 or cfg.validation_pairs < 1:
+            raise InputError("validation_maps must be >= 0 and validation_pairs >= 1")
         return cfg
 
     @classmethod
@@ -108,7 +115,7 @@ def registration_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], we
     return terms
 
 
-def _plot(history: list[list[float]], path: Path) -> None:
+def _plot(history: list[list[float]], path: Path, validation: list[list[float]] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,7 +133,12 @@ def _plot(history: list[list[float]], path: Path) -> None:
             ax.plot(steps, smooth, label=f"{label} (running mean of {window})")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
-    ax.legend()
+    ax.legend(loc="upper left")
+    if validation:
+        right = ax.twinx()
+        right.plot([v[0] for v in validation], [v[3] for v in validation], "k.-", label="held-out Dice (mean of sets)")
+        right.set_ylabel("held-out Dice")
+        right.legend(loc="upper right")
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=100)
@@ -147,29 +159,39 @@ def _write_csv(history: list[list[float]], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _save_checkpoint(path: Path, model, optim, step: int, gen: torch.Generator, history, cfg: TrainConfig) -> None:
+def _state_dict(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _save_checkpoint(path: Path, model, optim, step: int, gen: torch.Generator, history, cfg: TrainConfig,
+                     val: dict) -> None:
     state = {
         "step": step,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": _state_dict(model),
         "optimizer": optim.state_dict(),
         "generator": gen.get_state(),
         "torch_rng": torch.get_rng_state(),
         "history": history,
         "config": json.dumps(dataclasses.asdict(cfg)),
+        "validation": val["history"],
+        "best": val["best"],
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
-def _export(model, cfg: TrainConfig, out: Path, history, command: str, n_maps: int, num_classes: int) -> dict:
+def _export(model, cfg: TrainConfig, out: Path, history, command: str, n_maps: int, num_classes: int,
+            val: dict) -> dict:
+    """Write model.safetensors (the best held-out checkpoint when validating, else the last) and model.json."""
     from safetensors.torch import save_file
 
     import bijros
     from bijros.weights import sha256_file
 
     weights_path = out / "model.safetensors"
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    state = val["best"]["model"] if val["best"] else model.state_dict()
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     save_file(tensors, str(weights_path), metadata={"architecture": cfg.model})
     tail = history[-max(1, len(history) // 10):]
     entry = {
@@ -187,16 +209,39 @@ def _export(model, cfg: TrainConfig, out: Path, history, command: str, n_maps: i
         "training": {"steps": len(history) and int(history[-1][0]), "batch_size": cfg.batch_size,
                      "crop": cfg.synth.get("crop"), "dice_classes": num_classes, "seed": cfg.seed,
                      "final_loss_mean_last_10pct": sum(h[1] for h in tail) / len(tail) if tail else None,
-                     "config": dataclasses.asdict(cfg)},
+                     "config": dataclasses.asdict(cfg), "validation": _validation_summary(cfg, val)},
         "command": command,
         "benchmark": None,
         "bijros_version": bijros.__version__,
         "torch_version": torch.__version__,
     }
+    if val["best"]:
+        entry["training"]["steps_of_exported_weights"] = val["best"]["step"]
     tmp = out / "model.json.tmp"
     tmp.write_text(json.dumps(entry, indent=1), encoding="utf-8")
     os.replace(tmp, out / "model.json")
     return entry
+
+
+def _validation_summary(cfg: TrainConfig, val: dict) -> dict | None:
+    if not val["history"]:
+        return None
+    names = ("same_contrast", "cross_contrast", "score")
+    row = lambda r: {"step": int(r[0]), **{n: round(v, 4) for n, v in zip(names, r[1:], strict=True)}}  # noqa: E731
+    best = max(val["history"], key=lambda r: r[3])
+    return {"held_out_maps": cfg.validation_maps, "pairs_per_set": cfg.validation_pairs,
+            "metric": "mean soft Dice of warped label maps, foreground classes, inter-subject pairs",
+            "zero_flow": row(val["history"][0]), "best": row(best), "last": row(val["history"][-1])}
+
+
+def _write_validation_csv(rows: list[list[float]], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["step", "same_contrast", "cross_contrast", "score"])
+        for row in rows:
+            writer.writerow([int(row[0]), *(f"{v:.5f}" for v in row[1:])])
+    os.replace(tmp, path)
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bool = True) -> dict:
@@ -213,6 +258,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
     out = Path(out_dir)
     options = SynthOptions(**cfg.synth)
     maps = load_label_maps(cfg.labelmaps, cfg.spacing_mm, cfg.max_maps, align=cfg.align_maps)
+    held_out = []
+    if cfg.validation_maps:
+        if cfg.validation_maps < 2 or len(maps) - cfg.validation_maps < 1:
+            raise InputError(f"validation_maps={cfg.validation_maps} needs at least 2 held-out maps and 1 to train "
+                             f"on; '{cfg.labelmaps}' has {len(maps)}")
+        maps, held_out = maps[: -cfg.validation_maps], maps[-cfg.validation_maps:]
     out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)
@@ -220,6 +271,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
     optim = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     step, history, resumed_from = 0, [], None
+    val: dict = {"history": [], "best": None}
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -233,8 +285,25 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         step, history = int(state["step"]), [list(map(float, h)) for h in state["history"]]
+        val["history"] = [list(map(float, v)) for v in state.get("validation", [])]
+        val["best"] = state.get("best")
         resumed_from = step
     synth = SynthGenerator(maps, options, device, gen)
+    val_sets, val_classes = None, 0
+    if held_out:
+        from bijros.validation import validate, validation_pairs
+
+        val_sets = validation_pairs(held_out, options, device, cfg.seed + 1000, cfg.validation_pairs)
+        val_classes = SynthGenerator(held_out, options, device).num_classes
+
+        def run_validation() -> None:
+            scores = validate(model, val_sets, val_classes)
+            val["history"].append([step, scores["same_contrast"], scores["cross_contrast"], scores["score"]])
+            if val["best"] is None or scores["score"] > val["best"]["score"]:
+                val["best"] = {"step": step, "score": scores["score"], "model": _state_dict(model)}
+            bar.write(f"step {step}: held-out Dice same contrast {scores['same_contrast']:.4f}, "
+                      f"cross contrast {scores['cross_contrast']:.4f}")
+
     use_amp = cfg.amp and device.type == "cuda"
     weights = {"dice": 1.0, "smooth": 1.0, "image": 0.0, **cfg.loss}
 
@@ -242,6 +311,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
                desc=f"{cfg.model} ({count_parameters(model) / 1e6:.2f} M params) on {device}")
     start = time.monotonic() - (history[-1][5] if history else 0.0)
     model.train()
+    if val_sets is not None and not val["history"]:
+        run_validation()  # step 0: the untrained model returns zero flow, the no-registration baseline
     try:
         while step < cfg.steps:
             batch = synth.sample(cfg.batch_size)
@@ -260,18 +331,23 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", dice=f"{1 - terms['dice'].item():.3f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                _save_checkpoint(ckpt_path, model, optim, step, gen, history, cfg)
+                if val_sets is not None:
+                    run_validation()
+                    _write_validation_csv(val["history"], out / "validation.csv")
+                _save_checkpoint(ckpt_path, model, optim, step, gen, history, cfg, val)
                 _write_csv(history, out / "loss.csv")
     except KeyboardInterrupt:
-        _save_checkpoint(ckpt_path, model, optim, step, gen, history, cfg)
+        _save_checkpoint(ckpt_path, model, optim, step, gen, history, cfg, val)
         _write_csv(history, out / "loss.csv")
         raise
     finally:
         bar.close()
     if not ckpt_path.exists():  # steps == 0
-        _save_checkpoint(ckpt_path, model, optim, step, gen, history, cfg)
+        _save_checkpoint(ckpt_path, model, optim, step, gen, history, cfg, val)
     _write_csv(history, out / "loss.csv")
-    _plot(history, out / "loss.png")
+    if val["history"]:
+        _write_validation_csv(val["history"], out / "validation.csv")
+    _plot(history, out / "loss.png", val["history"])
     model.eval()
-    _export(model, cfg, out, history, command, len(maps), synth.num_classes)
+    _export(model, cfg, out, history, command, len(maps), synth.num_classes, val)
     return {"step": step, "loss": history[-1][1] if history else None, "out": str(out), "resumed_from": resumed_from}

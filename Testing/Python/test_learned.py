@@ -5,6 +5,7 @@ Everything runs on tiny volumes on the CPU (a few seconds in all); no shipped we
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -171,6 +172,32 @@ def test_train_registration_cli_end_to_end_and_resume(tmp_path):
     model = load_model(out / "model.json")  # verified, safetensors only
     with torch.no_grad():
         assert model(torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+
+
+def test_training_validates_on_held_out_maps_and_exports_the_best_checkpoint(tmp_path):
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    for i in range(4):
+        nib.save(nib.Nifti1Image(blob_labels(i), np.diag([2.0, 2.0, 2.0, 1.0])), folder / f"seg_{i}.nii.gz")
+    cfg = TrainConfig(model="eoir", model_config=TINY["eoir"], labelmaps=str(folder / "seg_*.nii.gz"),
+                      synth={"crop": [16, 16, 16], "dice_labels": "all"}, steps=4, learning_rate=3e-3,
+                      checkpoint_every=2, device="cpu", validation_maps=2, validation_pairs=3)
+    train(cfg, tmp_path / "run", progress=False)
+    rows = (tmp_path / "run" / "validation.csv").read_text().splitlines()
+    assert rows[0] == "step,same_contrast,cross_contrast,score"
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [0, 2, 4]  # step 0 = the untrained model (zero flow)
+    entry = json.loads((tmp_path / "run" / "model.json").read_text())
+    summary = entry["training"]["validation"]
+    assert summary["held_out_maps"] == 2 and summary["zero_flow"]["step"] == 0
+    assert "(2 label maps)" in entry["training_data"]  # the held-out maps are not training data
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    best = ckpt["best"]
+    assert best["step"] == summary["best"]["step"] == entry["training"]["steps_of_exported_weights"]
+    exported = load_model(tmp_path / "run" / "model.json").state_dict()
+    assert all(torch.equal(exported[k], best["model"][k]) for k in exported)
+
+    with pytest.raises(InputError, match="validation_maps=4 needs at least 2 held-out maps and 1 to train on"):
+        train(dataclasses.replace(cfg, validation_maps=4), tmp_path / "bad", progress=False)
 
 
 def test_tampered_weights_are_refused(tmp_path):
