@@ -26,9 +26,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bijros.models.spatial import warp  # noqa: E402
-from bijros.synth import SynthGenerator, SynthOptions, load_label_maps  # noqa: E402
-from bijros.train import TrainConfig, soft_dice_loss  # noqa: E402
+from bijros.models.spatial import warp
+from bijros.synth import SynthGenerator, SynthOptions, load_label_maps
+from bijros.train import TrainConfig, soft_dice_loss
 
 
 def one_hot(labels: torch.Tensor, n: int) -> torch.Tensor:

@@ -4,7 +4,7 @@
 * the learned field is converted from model voxels to RAS millimetres along the grid's axes;
 * instance optimisation starts from a given field;
 * both presets run end to end (engine API and command line) on a small real brain;
-* on a real MALF pair the shipped model does no harm against affine-only alignment (skips without ../shared);
+* on a real MALF pair the shipped model beats affine-only alignment by a clear margin (skips without ../shared);
 * a missing library is a clear error and leaves --out untouched; publish-model builds a library.
 """
 
@@ -146,10 +146,10 @@ def test_missing_model_library_is_a_clear_error(small_brain_path, tmp_path):
         resolve_entry("nope")
 
 
-def test_shipped_model_does_no_harm_on_an_unseen_malf_pair():
-    """MALF brains were never used in training (SynthSeg label maps only). The CPU-trained model is about
-    as accurate as the affine alone (see the benchmark); a unit or sign error in applying its field would
-    lose far more (a model with a larger field than this one lost 0.12 Dice)."""
+def test_shipped_model_beats_the_affine_on_an_unseen_malf_pair():
+    """MALF brains were never used in training (SynthSeg label maps only). On the benchmark's 14 pairs the
+    model adds about 0.09 mean Dice to the same affine; a unit or sign error in applying its field, or a
+    model that learned nothing, would fail the 0.04 margin asserted here."""
     from bijros.io import load_image
 
     malf = shared_data_path("malf")
@@ -160,7 +160,7 @@ def test_shipped_model_does_no_harm_on_an_unseen_malf_pair():
     for method in ("affine", "learned"):
         result = register(target, atlas, atlas_labels, RegistrationOptions(method=method, preset="fast", device="cpu"))
         dice[method] = np.mean(list(dice_per_label(result.labels.array, truth.array, scored).values()))
-    assert dice["learned"] > dice["affine"] - 0.01, dice
+    assert dice["learned"] > dice["affine"] + 0.04, dice
     assert result.report["qc"]["folding_fraction"] < 0.001
 
 
