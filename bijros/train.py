@@ -94,6 +94,11 @@ def soft_dice_loss(warped_onehot: torch.Tensor, fixed_onehot: torch.Tensor, eps:
     return 1 - (dice[:, 1:] * present).sum() / present.sum().clamp_min(1)
 
 
+def one_hot_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, 1, D, H, W) integer classes -> (B, num_classes, D, H, W) float one-hot."""
+    return F.one_hot(labels[:, 0], num_classes).permute(0, 4, 1, 2, 3).float()
+
+
 def registration_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], weights: dict[str, float],
                       num_classes: int) -> dict[str, torch.Tensor]:
     """Forward one batch (see :meth:`bijros.synth.SynthGenerator.sample`); returns the terms and ``loss``."""
@@ -101,8 +106,8 @@ def registration_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], we
     from bijros.similarity import diffusion_penalty, lncc_loss
 
     disp = model(batch["fixed"], batch["moving"]).float()
-    moving_oh = F.one_hot(batch["moving_labels"][:, 0], num_classes).permute(0, 4, 1, 2, 3).float()
-    fixed_oh = F.one_hot(batch["fixed_labels"][:, 0], num_classes).permute(0, 4, 1, 2, 3).float()
+    moving_oh = one_hot_labels(batch["moving_labels"], num_classes)
+    fixed_oh = one_hot_labels(batch["fixed_labels"], num_classes)
     terms = {"dice": soft_dice_loss(warp(moving_oh, disp), fixed_oh), "smooth": diffusion_penalty(disp)}
     if weights.get("image", 0) > 0:
         terms["image"] = lncc_loss(batch["fixed"].float(), warp(batch["moving"], disp))
@@ -293,8 +298,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
     if held_out:
         from bijros.validation import validate, validation_pairs
 
-        val_sets = validation_pairs(held_out, options, device, cfg.seed + 1000, cfg.validation_pairs)
-        val_classes = SynthGenerator(held_out, options, device).num_classes
+        val_sets, val_classes = validation_pairs(held_out, options, device, cfg.seed + 1000, cfg.validation_pairs)
 
         def run_validation() -> None:
             scores = validate(model, val_sets, val_classes)

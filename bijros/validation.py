@@ -18,8 +18,9 @@ import torch
 SETS = ("same_contrast", "cross_contrast")
 
 
-def validation_pairs(maps, options, device, seed: int, pairs: int) -> dict[str, list[dict]]:
-    """``{set name: [batch of one pair, ...]}`` from ``maps`` (at least two), reproducible from ``seed``."""
+def validation_pairs(maps, options, device, seed: int, pairs: int) -> tuple[dict[str, list[dict]], int]:
+    """``({set name: [batch of one pair, ...]}, number of Dice classes)`` from ``maps`` (at least two),
+    reproducible from ``seed``."""
     from bijros.synth import SynthGenerator
 
     sets = {}
@@ -27,7 +28,7 @@ def validation_pairs(maps, options, device, seed: int, pairs: int) -> dict[str, 
         opts = dataclasses.replace(options, same_map_prob=0.0, flow_pairs_prob=0.0, same_contrast_prob=shared)
         gen = SynthGenerator(maps, opts, device, torch.Generator(device=device).manual_seed(seed + offset))
         sets[name] = [gen.sample(1) for _ in range(pairs)]
-    return sets
+    return sets, gen.num_classes
 
 
 @torch.no_grad()

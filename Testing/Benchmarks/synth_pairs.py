@@ -22,17 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bijros.models.spatial import warp
 from bijros.synth import SynthGenerator, SynthOptions, load_label_maps
-from bijros.train import TrainConfig, soft_dice_loss
-
-
-def one_hot(labels: torch.Tensor, n: int) -> torch.Tensor:
-    return F.one_hot(labels[:, 0], n).permute(0, 4, 1, 2, 3).float()
+from bijros.train import TrainConfig, one_hot_labels, soft_dice_loss
 
 
 def measure(maps, options: SynthOptions, pairs: int, seed: int) -> dict[str, float]:
@@ -41,7 +36,7 @@ def measure(maps, options: SynthOptions, pairs: int, seed: int) -> dict[str, flo
     rms, zero, oracle = [], [], []
     for _ in range(pairs):
         b = gen.sample(1)
-        moving, fixed = one_hot(b["moving_labels"], gen.num_classes), one_hot(b["fixed_labels"], gen.num_classes)
+        moving, fixed = one_hot_labels(b["moving_labels"], gen.num_classes), one_hot_labels(b["fixed_labels"], gen.num_classes)
         brain = b["fixed_labels"][:, 0] > 0
         rms.append(float((b["flow"] ** 2).sum(1)[brain].mean().sqrt()))
         zero.append(1 - float(soft_dice_loss(moving, fixed)))
@@ -55,8 +50,8 @@ def inter_subject_zero_flow(maps, options: SynthOptions, pairs: int, seed: int) 
     dice = []
     for _ in range(pairs):
         b = gen.sample(1)
-        dice.append(1 - float(soft_dice_loss(one_hot(b["moving_labels"], gen.num_classes),
-                                             one_hot(b["fixed_labels"], gen.num_classes))))
+        dice.append(1 - float(soft_dice_loss(one_hot_labels(b["moving_labels"], gen.num_classes),
+                                             one_hot_labels(b["fixed_labels"], gen.num_classes))))
     return float(np.mean(dice))
 
 
