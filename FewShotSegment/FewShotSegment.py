@@ -20,8 +20,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from bijros.methods import DEFAULT_METHOD, method_info
-from bijros.methods import METHODS as ENGINE_METHODS
+from bijros.registration.methods import DEFAULT_METHOD, method_info
+from bijros.registration.methods import METHODS as ENGINE_METHODS
 
 try:
     from BiJROSRegistrationLib.logic import PropagationLogic

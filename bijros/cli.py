@@ -22,7 +22,7 @@ from bijros.errors import BijrosError, CancelledError
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    from bijros.methods import DEFAULT_METHOD, load_methods
+    from bijros.registration.methods import DEFAULT_METHOD, load_methods
 
     methods = load_methods()["methods"]
     p.add_argument("--method", default=DEFAULT_METHOD, choices=list(methods),
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _options(args):
-    from bijros.pipeline import RegistrationOptions
+    from bijros.registration.pipeline import RegistrationOptions
 
     iterations = None
     if getattr(args, "iterations", None):
@@ -106,7 +106,7 @@ def _options(args):
             iterations = tuple(int(x) for x in args.iterations.split(","))
         except ValueError as exc:
             raise BijrosError(f"--iterations '{args.iterations}' must be comma-separated whole numbers, e.g. 40,30,20.") from exc
-    from bijros.methods import DEFAULT_METHOD
+    from bijros.registration.methods import DEFAULT_METHOD
 
     return RegistrationOptions(
         method=getattr(args, "method", None) or DEFAULT_METHOD,
@@ -147,9 +147,9 @@ def _summary(report: dict, written: dict) -> str:
 def run_registration(fixed_path, moving_path, labels_path, args) -> dict:
     from bijros.device import resolve_device
     from bijros.io import load_image
-    from bijros.outputs import check_out_dir, write_outputs
-    from bijros.pipeline import check_labels_match, register
-    from bijros.preprocess import check_intensity_image
+    from bijros.io.outputs import check_out_dir, write_outputs
+    from bijros.registration.pipeline import check_labels_match, register
+    from bijros.registration.preprocess import check_intensity_image
 
     # every check that can fail on the inputs runs before anything is created in --out
     options = _options(args)
@@ -203,7 +203,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from bijros.atlas import default_atlas, demo_target
+    from bijros.atlas.library import default_atlas, demo_target
 
     atlas = default_atlas()
     target = demo_target()
@@ -241,7 +241,7 @@ def _atlas_paths(args) -> tuple[str, str]:
     if args.atlas_name:
         if args.atlas or args.atlas_labels:
             raise BijrosError("Give either --atlas-name or --atlas with --atlas-labels, not both.")
-        from bijros.atlas import get_atlas
+        from bijros.atlas.library import get_atlas
 
         entry = get_atlas(args.atlas_name)
         if args.labels_table is None and entry.table_path:
@@ -254,7 +254,7 @@ def _atlas_paths(args) -> tuple[str, str]:
 
 
 def cmd_models() -> int:
-    from bijros.learned import load_catalog, models_dir
+    from bijros.models.library import load_catalog, models_dir
 
     folder = models_dir()
     catalog = load_catalog(folder)
@@ -270,7 +270,7 @@ def cmd_models() -> int:
 def cmd_train(args, argv: list[str]) -> int:
     import shlex
 
-    from bijros.train import TrainConfig, train
+    from bijros.training.trainer import TrainConfig, train
 
     cfg = TrainConfig.load(args.config)
     summary = train(cfg, args.out, command=shlex.join(["bijros", *argv]), progress=args.progress == "bar")
@@ -291,13 +291,13 @@ def main(argv: list[str] | None = None) -> int:
             atlas, labels = _atlas_paths(args)
             run_registration(args.target, atlas, labels, args)
         elif args.command == "atlases":
-            from bijros.atlas import get_atlas, list_atlases
+            from bijros.atlas.library import get_atlas, list_atlases
 
             for name in list_atlases():
                 entry = get_atlas(name)
                 print(f"{name}: {entry.title}\n    {entry.license}")
         elif args.command == "publish-model":
-            from bijros.learned import publish_model
+            from bijros.models.library import publish_model
 
             entry = publish_model(args.run, args.library, args.benchmark, make_default=not args.no_default)
             print(f"published {entry['name']} ({entry['size_mb']} MB, sha256 {entry['sha256'][:12]}...)", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 Dice and HD95 are computed per label on each label's bounding box (scipy's exact Euclidean
 distance transform with the true voxel spacing), which keeps 100+ labels on a 1 mm brain
-fast and light; folding and SDlogJ come from :mod:`bijros.field`.
+fast and light; folding and SDlogJ come from :mod:`bijros.registration.field`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from bijros.field import folding_stats, jacobian_determinant
+from bijros.registration.field import folding_stats, jacobian_determinant
 
 __all__ = ["dice_per_label", "evaluate_labels", "folding_stats", "hd95", "jacobian_determinant"]
 

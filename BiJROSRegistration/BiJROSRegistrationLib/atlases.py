@@ -1,6 +1,6 @@
 """The atlas library shown in FewShotSegment: a data file, Resources/Atlases/atlas_library.json.
 
-Each entry points at an atlas of the engine's catalog (``bijros.atlas.get_atlas``, files that
+Each entry points at an atlas of the engine's catalog (``bijros.atlas.library.get_atlas``, files that
 ship inside pip packages) or at image/label/table files next to the JSON file.
 
 Console example::
@@ -93,7 +93,7 @@ def resolveAtlas(name: str | None = None) -> AtlasFiles:
     """Files of a library atlas. ``ValueError`` with the fix when its package or files are missing."""
     atlas = libraryAtlas(name)
     if atlas.engineAtlas:
-        from bijros.atlas import get_atlas
+        from bijros.atlas.library import get_atlas
         from bijros.errors import BijrosError
 
         try:

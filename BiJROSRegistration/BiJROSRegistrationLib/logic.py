@@ -41,8 +41,8 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
-from bijros.methods import DEFAULT_METHOD
-from bijros.methods import METHODS as ENGINE_METHODS
+from bijros.registration.methods import DEFAULT_METHOD
+from bijros.registration.methods import METHODS as ENGINE_METHODS
 
 from . import dependencies
 from .process import CANCELLED, CANCELLING, DONE, FAILED, RUNNING, ProcessRunner

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bijros.image import Image, LabelTable
+from bijros.io.image import Image, LabelTable
 
 from .scene import nodeIds, removeNodesAddedSince
 from .volumes import imageToVolumeNode

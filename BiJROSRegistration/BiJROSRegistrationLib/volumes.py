@@ -1,6 +1,6 @@
 """Volume nodes <-> engine images, with exact voxel-to-world geometry.
 
-An engine :class:`bijros.image.Image` holds ``array[i, j, k]`` and a 4x4 ``ijk_to_ras``.
+An engine :class:`bijros.io.image.Image` holds ``array[i, j, k]`` and a 4x4 ``ijk_to_ras``.
 Slicer's ``slicer.util.arrayFromVolume(node)`` is ``[k, j, i]`` and ``node.GetIJKToRASMatrix``
 gives the same 4x4 matrix, for any orientation (oblique, flipped). A linear parent transform
 is folded into the geometry (world coordinates); a non-linear one is refused.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bijros.image import Image, LabelTable
+from bijros.io.image import Image, LabelTable
 
 from .scene import nodeIds, removeNodesAddedSince
 

@@ -30,7 +30,7 @@ class Pair:
     atlas_t1: Path
     atlas_labels: Path
     target_t1: Path
-    atlas: object  # bijros.image.Image
+    atlas: object  # bijros.io.image.Image
     atlas_lab: object
     target: object
 
@@ -106,8 +106,8 @@ def run_method(spec: MethodSpec, pair: Pair, threads: int, device: str) -> Metho
 
 def bijros_options(variant: str, device: str):
     """RegistrationOptions for ``bijros:<variant>`` (see :class:`MethodSpec`)."""
-    from bijros.methods import DEFAULT_METHOD, METHODS
-    from bijros.pipeline import RegistrationOptions
+    from bijros.registration.methods import DEFAULT_METHOD, METHODS
+    from bijros.registration.pipeline import RegistrationOptions
 
     variant, _, model = variant.partition("@")
     if variant in ("", "default"):
@@ -120,12 +120,12 @@ def bijros_options(variant: str, device: str):
 def run_bijros(pair: Pair, variant: str, device: str) -> MethodOutput:
     """bijros via the Python API; threads come from BIJROS_NUM_THREADS. The learned model is loaded
     (and its sha256 checked) once per process, outside the timed part, as in an interactive session."""
-    from bijros.pipeline import register
+    from bijros.registration.pipeline import register
 
     options = bijros_options(variant, device)
     if options.uses_model:
         from bijros.device import resolve_device
-        from bijros.learned import get_model
+        from bijros.registration.learned import get_model
 
         get_model(options.model, resolve_device(device))
     with Timer() as t:

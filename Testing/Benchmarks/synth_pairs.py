@@ -2,7 +2,7 @@
 
     python Testing/Benchmarks/synth_pairs.py bijros/data/train_eoir_2mm.json --pairs 24
 
-For the config's label maps and synthesis options (``bijros.synth``) it draws pairs with a known true
+For the config's label maps and synthesis options (``bijros.training.synth``) it draws pairs with a known true
 displacement (same map; the fixed crop moved by the random affine and deformation, the moving crop
 by the random affine only) three times: with the config's options, with the deformation switched off
 (the random affines alone) and with the random affines switched off (the deformation alone). Per row
@@ -26,8 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bijros.models.spatial import warp
-from bijros.synth import SynthGenerator, SynthOptions, load_label_maps
-from bijros.train import TrainConfig, one_hot_labels, soft_dice_loss
+from bijros.training.losses import one_hot_labels, soft_dice_loss
+from bijros.training.synth import SynthGenerator, SynthOptions, load_label_maps
+from bijros.training.trainer import TrainConfig
 
 
 def measure(maps, options: SynthOptions, pairs: int, seed: int) -> dict[str, float]:

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from bijros.image import Image
 from bijros.io import load_image, save_image
+from bijros.io.image import Image
 
 ENV = {**os.environ, "BIJROS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 

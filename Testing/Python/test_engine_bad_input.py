@@ -10,8 +10,8 @@ import torch
 
 from bijros import cli
 from bijros.errors import InputError
-from bijros.image import Image
 from bijros.io import save_image
+from bijros.io.image import Image
 
 LAS = np.array([[-2.0, 0, 0, 32], [0, 2, 0, -40], [0, 0, 2, -16], [0, 0, 0, 1]])
 QUICK = ["--preset", "fast", "--spacing", "4", "--iterations", "5,5", "--device", "cpu", "--progress", "none"]
@@ -164,7 +164,7 @@ def test_cuda_without_cuda(brain, tmp_path, capsys):
 
 
 def test_failure_while_writing_leaves_nothing(brain, tmp_path, capsys, monkeypatch):
-    import bijros.outputs
+    import bijros.io.outputs
 
     calls = []
 
@@ -172,7 +172,7 @@ def test_failure_while_writing_leaves_nothing(brain, tmp_path, capsys, monkeypat
         calls.append(path)
         raise InputError("disk full (simulated)")
 
-    monkeypatch.setattr(bijros.outputs, "save_image", failing_save)
+    monkeypatch.setattr(bijros.io.outputs, "save_image", failing_save)
     out = tmp_path / "out"
     code, err = run(register_args(brain, brain, out, "--method", "affine"), capsys)
     assert code == 2 and "disk full" in err
@@ -190,8 +190,8 @@ def test_failure_while_writing_leaves_nothing(brain, tmp_path, capsys, monkeypat
 def test_failure_while_moving_files_rolls_back(brain, small_brain, tmp_path, monkeypatch):
     import os
 
-    import bijros.outputs
-    from bijros.pipeline import RegistrationOptions, register
+    import bijros.io.outputs
+    from bijros.registration.pipeline import RegistrationOptions, register
 
     result = register(small_brain, small_brain, None,
                       RegistrationOptions(method="affine", preset="fast", spacing=4.0, device="cpu"))
@@ -204,9 +204,9 @@ def test_failure_while_moving_files_rolls_back(brain, small_brain, tmp_path, mon
         moved.append(dst)
         real_replace(src, dst)
 
-    monkeypatch.setattr(bijros.outputs.os, "replace", flaky_replace)
+    monkeypatch.setattr(bijros.io.outputs.os, "replace", flaky_replace)
     out = tmp_path / "out"
     with pytest.raises(OSError):
-        bijros.outputs.write_outputs(result, out)
+        bijros.io.outputs.write_outputs(result, out)
     assert len(moved) == 2
     assert not out.exists()

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bijros.image import Image
 from bijros.io import load_image, save_image
-from bijros.outputs import write_outputs
-from bijros.pipeline import RegistrationOptions, register
+from bijros.io.image import Image
+from bijros.io.outputs import write_outputs
+from bijros.registration.pipeline import RegistrationOptions, register
 
 
 @pytest.fixture(scope="module")

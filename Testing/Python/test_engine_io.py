@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import rotation
 
-from bijros.image import Image
 from bijros.io import load_image, read_label_table, save_image
+from bijros.io.image import Image
 
 SUFFIXES = [".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd"]
 

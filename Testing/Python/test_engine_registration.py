@@ -11,9 +11,9 @@ import numpy as np
 from conftest import rotation
 from scipy import ndimage
 
-from bijros.image import Image
+from bijros.io.image import Image
 from bijros.metrics import dice_per_label
-from bijros.pipeline import RegistrationOptions, register
+from bijros.registration.pipeline import RegistrationOptions, register
 
 FAST = {"preset": "fast", "device": "cpu"}
 

@@ -88,7 +88,7 @@ def test_apply_disabled_with_reason(reg):
 def test_panel_state_lives_in_parameter_node(reg):
     ui = reg.ui
     # the methods come from the engine's methods.json, the engine's default first
-    from bijros.methods import DEFAULT_METHOD, METHODS
+    from bijros.registration.methods import DEFAULT_METHOD, METHODS
 
     items = {ui.methodComboBox.itemData(i): ui.methodComboBox.itemText(i) for i in range(ui.methodComboBox.count)}
     assert list(items) == [DEFAULT_METHOD, *(m for m in METHODS if m != DEFAULT_METHOD)]

@@ -19,9 +19,10 @@ import torch
 from bijros.errors import InputError
 from bijros.models import MODELS, build_model, count_parameters
 from bijros.models.spatial import warp
-from bijros.synth import SynthGenerator, SynthOptions
-from bijros.train import TrainConfig, registration_loss, train
-from bijros.weights import load_model
+from bijros.models.weights import load_model
+from bijros.training.losses import registration_loss
+from bijros.training.synth import SynthGenerator, SynthOptions
+from bijros.training.trainer import TrainConfig, train
 
 ENV = {**os.environ, "BIJROS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 TINY = {"eoir": {"channels": 8, "encoder_depth": 2, "levels": 3, "head_channels": 16, "head_layers": 1},
@@ -69,8 +70,8 @@ def test_default_models_size():
 
 def test_warp_convention_matches_deformable():
     """Same displacement convention (voxels, components i, j, k) as the engine's instance optimisation."""
-    from bijros.deformable import warp_normalized
-    from bijros.spatial import identity_normalized
+    from bijros.registration.deformable import warp_normalized
+    from bijros.registration.grid import identity_normalized
 
     vol = torch.rand(1, 1, 12, 10, 8)
     disp = torch.randn(1, 3, 12, 10, 8)
@@ -203,7 +204,7 @@ def test_training_validates_on_held_out_maps_and_exports_the_best_checkpoint(tmp
 def test_tampered_weights_are_refused(tmp_path):
     from safetensors.torch import save_file
 
-    from bijros.weights import sha256_file
+    from bijros.models.weights import sha256_file
 
     model = build_model("unet", TINY["unet"])
     path = tmp_path / "model.safetensors"
@@ -228,7 +229,7 @@ def test_bad_training_config(tmp_path):
 
 def test_label_maps_are_affinely_aligned_to_the_first():
     """Training pairs should look like pairs after the engine's affine stage: maps are aligned at load."""
-    from bijros.synth import align_label_maps
+    from bijros.training.synth import align_label_maps
 
     brain = np.array([0, 3, 2, 4], np.int32)[blob_labels(0, (32, 32, 32))]  # cortex, white matter, ventricle
     moved = np.roll(brain, (4, -3, 2), axis=(0, 1, 2))
@@ -245,7 +246,7 @@ def test_label_maps_are_affinely_aligned_to_the_first():
 def test_flow_pairs_carry_the_true_displacement():
     """Same-map pairs whose moving crop is not deformed have an exact displacement: warping the moving
     labels by it reproduces the fixed labels far better than no warp (dense supervision for training)."""
-    from bijros.train import soft_dice_loss
+    from bijros.training.losses import soft_dice_loss
 
     maps = [blob_labels(0, (32, 32, 32))]
     opts = SynthOptions(crop=(24, 24, 24), dice_labels="all", flow_pairs_prob=1.0, max_rotation_deg=15,

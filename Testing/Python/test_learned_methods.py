@@ -22,12 +22,13 @@ from conftest import REPO_ROOT, shared_data_path
 from test_engine_registration import smooth_random_displacement, tissue_labels
 
 from bijros.errors import InputError
-from bijros.image import Image
-from bijros.learned import get_model, learned_register, list_models, models_dir, publish_model, resolve_entry
+from bijros.io.image import Image
 from bijros.metrics import dice_per_label
-from bijros.pipeline import RegistrationOptions, register
-from bijros.spatial import Grid
-from bijros.weights import load_model, sha256_file
+from bijros.models.library import list_models, models_dir, publish_model, resolve_entry
+from bijros.models.weights import load_model, sha256_file
+from bijros.registration.grid import Grid
+from bijros.registration.learned import get_model, learned_register
+from bijros.registration.pipeline import RegistrationOptions, register
 
 ENV = {**os.environ, "BIJROS_NUM_THREADS": "2"}
 
@@ -77,7 +78,7 @@ def test_learned_field_is_in_mm_along_the_model_grid():
 
 
 def test_instance_optimisation_starts_from_the_given_field():
-    from bijros.deformable import DeformableOptions, Level, deformable_register
+    from bijros.registration.deformable import DeformableOptions, Level, deformable_register
 
     grid = Grid((16, 16, 16), np.eye(4) * [2, 2, 2, 1])
     image = torch.rand(1, 16, 16, 16)
@@ -167,7 +168,7 @@ def test_shipped_model_beats_the_affine_on_an_unseen_malf_pair():
 def test_publish_model_builds_a_library(tmp_path):
     from test_learned import _config, _write_maps
 
-    from bijros.train import TrainConfig, train
+    from bijros.training.trainer import TrainConfig, train
 
     _write_maps(tmp_path / "maps")
     cfg = TrainConfig.load(_config(tmp_path, 1))

@@ -25,8 +25,8 @@ from BiJROSRegistrationLib.segmentations import labelImageToSegmentationNode  # 
 from BiJROSRegistrationLib.volumes import imageToVolumeNode, segmentationToLabelImage, volumeNodeToImage  # noqa: E402
 from test_mrml_process import living_processes_in_group  # noqa: E402
 
-from bijros.image import Image, LabelTable  # noqa: E402
 from bijros.io import load_image  # noqa: E402
+from bijros.io.image import Image, LabelTable  # noqa: E402
 
 FAST = {"preset": "fast", "device": "cpu"}
 
@@ -92,7 +92,7 @@ def test_register_creates_named_nodes_beside_the_fixed_volume(registered):
     assert nodes["warpedVolume"].GetName() == "hippocampus_003 registered"
     assert nodes["segmentation"].GetName() == "hippocampus_003 labels on hippocampus_001"
     assert nodes["jacobianVolume"].GetName().endswith("Jacobian")
-    from bijros.methods import DEFAULT_METHOD
+    from bijros.registration.methods import DEFAULT_METHOD
 
     assert nodes["report"]["method"] == DEFAULT_METHOD and nodes["report"]["preset"] == "fast"
     sh = scene.GetSubjectHierarchyNode()

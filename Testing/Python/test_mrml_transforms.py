@@ -26,8 +26,8 @@ from BiJROSRegistrationLib.transforms import (  # noqa: E402
 from BiJROSRegistrationLib.volumes import imageToVolumeNode, volumeNodeToImage  # noqa: E402
 from test_mrml_volumes import geometry  # noqa: E402
 
-from bijros.image import Image  # noqa: E402
 from bijros.io import load_image  # noqa: E402
+from bijros.io.image import Image  # noqa: E402
 
 
 @pytest.fixture(scope="module")

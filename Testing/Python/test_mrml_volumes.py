@@ -21,8 +21,8 @@ from BiJROSRegistrationLib.volumes import (  # noqa: E402
     volumeNodeToImage,
 )
 
-from bijros.image import Image, LabelTable  # noqa: E402
 from bijros.io import load_image  # noqa: E402
+from bijros.io.image import Image, LabelTable  # noqa: E402
 
 
 def rotation(ax: float, ay: float, az: float) -> np.ndarray:

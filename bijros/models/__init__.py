@@ -3,7 +3,7 @@
 Every model maps ``forward(fixed, moving)`` with ``(B, 1, D, H, W)`` inputs to a ``(B, 3, D, H, W)``
 displacement in voxel units of the input grid, components (i, j, k), resampling convention
 (see :mod:`bijros.models.spatial`); untrained models return the identity (zero flow).
-The shipped weights and their catalog live in Resources/Models (see :mod:`bijros.learned`).
+The shipped weights and their catalog live in Resources/Models (see :mod:`bijros.registration.learned`).
 """
 
 from __future__ import annotations

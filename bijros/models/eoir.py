@@ -12,7 +12,7 @@ Shapes::
     fixed, moving: (B, 1, D, H, W)  ->  displacement (B, 3, D, H, W)
 
 in voxel units of the input grid, components ordered (i, j, k) like the array axes (the
-convention of :mod:`bijros.deformable`): the moving image is sampled at ``x + u(x)``. Every
+convention of :mod:`bijros.registration.deformable`): the moving image is sampled at ``x + u(x)``. Every
 flow head's last convolution starts at zero, so an untrained model returns the identity.
 Any input size works (the pyramid uses ``ceil_mode`` pooling and size-matched upsampling).
 """

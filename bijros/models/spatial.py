@@ -1,6 +1,6 @@
 """Batched warping for the learned models (voxelmorph's SpatialTransformer / VecInt, functional).
 
-Conventions (the same as :mod:`bijros.deformable`): a displacement is a ``(B, 3, D, H, W)``
+Conventions (the same as :mod:`bijros.registration.deformable`): a displacement is a ``(B, 3, D, H, W)``
 tensor in voxel units of its own grid, components ordered (i, j, k) like the array axes
 (D, H, W); the moving image is sampled at ``x + u(x)`` (resampling convention).
 """

@@ -3,7 +3,7 @@
 Console example::
 
     from bijros.io import load_image
-    from bijros.pipeline import RegistrationOptions, register, write_outputs
+    from bijros.registration.pipeline import RegistrationOptions, register, write_outputs
     fixed = load_image("subject.nii.gz")
     moving = load_image("atlas.nii.gz")
     labels = load_image("atlas_labels.nii.gz", label_map=True)
@@ -22,16 +22,22 @@ import numpy as np
 import torch
 
 import bijros
-from bijros.affine import AffineOptions, affine_register
-from bijros.deformable import DeformableOptions, Level, deformable_register
 from bijros.device import configure_threads, resolve_device
 from bijros.errors import InputError
-from bijros.field import folding_stats, jacobian_determinant, total_displacement, warp_image, warp_labels
-from bijros.image import Image
-from bijros.methods import DEFAULT_METHOD, METHODS, load_methods
-from bijros.preprocess import check_intensity_image, robust_normalize, working_grid
+from bijros.io.image import Image
 from bijros.progress import Progress
-from bijros.spatial import Grid, points_ras, sample
+from bijros.registration.affine import AffineOptions, affine_register
+from bijros.registration.deformable import DeformableOptions, Level, deformable_register
+from bijros.registration.field import (
+    folding_stats,
+    jacobian_determinant,
+    total_displacement,
+    warp_image,
+    warp_labels,
+)
+from bijros.registration.grid import Grid, points_ras, sample
+from bijros.registration.methods import DEFAULT_METHOD, METHODS, load_methods
+from bijros.registration.preprocess import check_intensity_image, robust_normalize, working_grid
 
 
 def load_presets() -> dict:
@@ -97,7 +103,7 @@ class RegistrationOptions:
             raise InputError(f"Unknown method '{self.method}'. Choose one of: {', '.join(METHODS)}.")
         self._preset()
         if self.uses_model:
-            from bijros.learned import resolve_entry
+            from bijros.models.library import resolve_entry
 
             resolve_entry(self.model)
         if self.affine_metric not in (None, "ncc", "mi"):
@@ -188,7 +194,7 @@ def register(
         a = torch.as_tensor(affine, dtype=torch.float32, device=device)
         m_work = sample(m_t, moving_grid, work_pts @ a[:3, :3].T + a[:3, 3])
     if opts.uses_model:
-        from bijros.learned import get_model, learned_register
+        from bijros.registration.learned import get_model, learned_register
 
         t2 = time.perf_counter()
         model, entry = get_model(opts.model, device)

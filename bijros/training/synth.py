@@ -99,8 +99,8 @@ def align_label_maps(maps: list[np.ndarray], spacing_mm: float) -> list[np.ndarr
 
     At inference the network sees pairs after the engine's affine stage; aligned maps make the
     training pairs differ the same way (anatomy plus the small random affine of the synthesis)."""
-    from bijros.affine import AffineOptions, affine_register
-    from bijros.spatial import Grid, points_ras, sample
+    from bijros.registration.affine import AffineOptions, affine_register
+    from bijros.registration.grid import Grid, points_ras, sample
 
     ref = maps[0]
     grid_of = lambda m: Grid(m.shape, np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0]))  # noqa: E731

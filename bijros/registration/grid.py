@@ -1,7 +1,7 @@
 """Geometry helpers in torch: voxel grids, resampling between world grids, pyramids.
 
 Shapes: volumes are ``(C, I, J, K)`` or ``(1, C, I, J, K)`` tensors indexed like the
-numpy arrays of :class:`bijros.image.Image`; points are ``(..., 3)`` RAS millimetres.
+numpy arrays of :class:`bijros.io.image.Image`; points are ``(..., 3)`` RAS millimetres.
 torch's ``grid_sample`` wants its last coordinate axis ordered (k, j, i) and normalised
 to [-1, 1] with ``align_corners=True`` (voxel 0 -> -1, voxel N-1 -> +1).
 """

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bijros.similarity import bending_penalty, box_filter, diffusion_penalty, mind_ssc
-from bijros.spatial import (
+from bijros.registration.grid import (
     Grid,
     downsample,
     identity_normalized,
@@ -26,6 +25,7 @@ from bijros.spatial import (
     ras_to_normalized,
     sample,
 )
+from bijros.registration.similarity import bending_penalty, box_filter, diffusion_penalty, mind_ssc
 
 
 @dataclasses.dataclass

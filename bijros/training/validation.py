@@ -5,7 +5,7 @@ fixed sets of pairs are drawn from them once (their own seed): fixed and moving 
 different maps (inter-subject, the use case) and never with a known flow, once with both images
 sharing one random contrast (like a T1 atlas onto a T1 scan) and once with independent contrasts
 (like T1 onto T2 or CT onto MR). A model is scored by the mean soft Dice of the warped moving label
-maps against the fixed ones (foreground classes, :func:`bijros.train.soft_dice_loss`); the untrained
+maps against the fixed ones (foreground classes, :func:`bijros.training.losses.soft_dice_loss`); the untrained
 model returns zero flow, so its score is the no-registration baseline.
 """
 
@@ -21,7 +21,7 @@ SETS = ("same_contrast", "cross_contrast")
 def validation_pairs(maps, options, device, seed: int, pairs: int) -> tuple[dict[str, list[dict]], int]:
     """``({set name: [batch of one pair, ...]}, number of Dice classes)`` from ``maps`` (at least two),
     reproducible from ``seed``."""
-    from bijros.synth import SynthGenerator
+    from bijros.training.synth import SynthGenerator
 
     sets = {}
     for offset, (name, shared) in enumerate(zip(SETS, (1.0, 0.0), strict=True)):
@@ -34,7 +34,7 @@ def validation_pairs(maps, options, device, seed: int, pairs: int) -> tuple[dict
 @torch.no_grad()
 def validate(model: torch.nn.Module, sets: dict[str, list[dict]], num_classes: int) -> dict[str, float]:
     """Mean soft Dice per set (and their mean, ``score``) of ``model`` on the fixed validation pairs."""
-    from bijros.train import registration_loss
+    from bijros.training.losses import registration_loss
 
     was_training = model.training
     model.eval()

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from bijros.errors import InputError
-from bijros.image import Image
 from bijros.io import LPS_TO_RAS, save_image, to_sitk, write_label_table
+from bijros.io.image import Image
 
 OUTPUT_FILES = ("displacement.nii.gz", "affine.tfm", "warped.nii.gz", "labels.nii.gz", "labels.csv",
                 "jacobian.nii.gz", "report.json")

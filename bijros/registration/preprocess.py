@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from bijros.errors import InputError
-from bijros.image import Image
-from bijros.spatial import Grid
+from bijros.io.image import Image
+from bijros.registration.grid import Grid
 
 
 def check_intensity_image(image: Image, what: str) -> None:

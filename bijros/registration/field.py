@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bijros.image import Image
-from bijros.spatial import Grid, points_ras, sample
+from bijros.io.image import Image
+from bijros.registration.grid import Grid, points_ras, sample
 
 
 def total_displacement(

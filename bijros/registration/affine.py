@@ -13,8 +13,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from bijros.similarity import mi_loss, ncc_loss
-from bijros.spatial import Grid, downsample, points_ras, pool_factors, sample
+from bijros.registration.grid import Grid, downsample, points_ras, pool_factors, sample
+from bijros.registration.similarity import mi_loss, ncc_loss
 
 
 @dataclasses.dataclass

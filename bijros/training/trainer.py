@@ -7,14 +7,14 @@ comments). The run is resumable: ``OUT/checkpoint.pt`` (plain tensors, dicts and
 ``torch.load(weights_only=True)``) holds the model, the optimiser, the step, the random state and the
 loss history; running the same command again continues from it (raise ``steps`` to train longer).
 Outputs: ``loss.csv``, ``loss.png``, and at the end ``model.safetensors`` with ``model.json``, a
-catalog entry that :func:`bijros.weights.load_model` accepts. With ``validation_maps`` > 0 the last
-maps are held out (:mod:`bijros.validation`): every checkpoint is scored on fixed inter-subject pairs
+catalog entry that :func:`bijros.models.weights.load_model` accepts. With ``validation_maps`` > 0 the last
+maps are held out (:mod:`bijros.training.validation`): every checkpoint is scored on fixed inter-subject pairs
 made from them (``validation.csv``, the right axis of ``loss.png``, step 0 = zero flow) and the
 exported weights are those of the best-scoring checkpoint (its step is in ``model.json``).
 
 Loss: ``dice * (1 - soft Dice of the warped one-hot moving labels vs the fixed labels, foreground
 classes) + smooth * diffusion(displacement) [+ image * LNCC(warped moving, fixed)] [+ flow * squared
-error to the true displacement, on the synthetic pairs where it is known (bijros.synth flow pairs)]``.
+error to the true displacement, on the synthetic pairs where it is known (bijros.training.synth flow pairs)]``.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from bijros.errors import InputError
+from bijros.training.losses import registration_loss
 
 
 @dataclasses.dataclass
@@ -39,9 +39,9 @@ class TrainConfig:
     model_config: dict = dataclasses.field(default_factory=dict)
     labelmaps: str = "../shared/data/synthseg_labelmaps/training_seg_*.nii.gz"  # glob, relative to the current folder
     max_maps: int | None = None
-    align_maps: bool = False  # affinely align the maps to the first one at load (bijros.synth.align_label_maps)
+    align_maps: bool = False  # affinely align the maps to the first one at load (bijros.training.synth.align_label_maps)
     spacing_mm: float = 2.0
-    synth: dict = dataclasses.field(default_factory=dict)  # bijros.synth.SynthOptions keyword arguments
+    synth: dict = dataclasses.field(default_factory=dict)  # bijros.training.synth.SynthOptions keyword arguments
     steps: int = 1000
     batch_size: int = 1
     learning_rate: float = 1e-4
@@ -82,42 +82,6 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise InputError(f"training config {path} must be a JSON object")
         return cls.from_dict(data)
-
-
-def soft_dice_loss(warped_onehot: torch.Tensor, fixed_onehot: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """1 - mean soft Dice over foreground classes present in either map; (B, C, ...) probabilities."""
-    dims = tuple(range(2, warped_onehot.dim()))
-    inter = (warped_onehot * fixed_onehot).sum(dims)
-    total = warped_onehot.sum(dims) + fixed_onehot.sum(dims)
-    dice = (2 * inter + eps) / (total + eps)
-    present = (total > 0).float()[:, 1:]
-    return 1 - (dice[:, 1:] * present).sum() / present.sum().clamp_min(1)
-
-
-def one_hot_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B, 1, D, H, W) integer classes -> (B, num_classes, D, H, W) float one-hot."""
-    return F.one_hot(labels[:, 0], num_classes).permute(0, 4, 1, 2, 3).float()
-
-
-def registration_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], weights: dict[str, float],
-                      num_classes: int) -> dict[str, torch.Tensor]:
-    """Forward one batch (see :meth:`bijros.synth.SynthGenerator.sample`); returns the terms and ``loss``."""
-    from bijros.models.spatial import warp
-    from bijros.similarity import diffusion_penalty, lncc_loss
-
-    disp = model(batch["fixed"], batch["moving"]).float()
-    moving_oh = one_hot_labels(batch["moving_labels"], num_classes)
-    fixed_oh = one_hot_labels(batch["fixed_labels"], num_classes)
-    terms = {"dice": soft_dice_loss(warp(moving_oh, disp), fixed_oh), "smooth": diffusion_penalty(disp)}
-    if weights.get("image", 0) > 0:
-        terms["image"] = lncc_loss(batch["fixed"].float(), warp(batch["moving"], disp))
-    if weights.get("flow", 0) > 0 and "flow" in batch:
-        # squared error (voxels^2) to the true displacement, inside the fixed brain, on pairs where it is known
-        mask = (batch["fixed_labels"] > 0).float() * batch["flow_weight"].view(-1, 1, 1, 1, 1)
-        err = ((disp - batch["flow"]) ** 2).sum(1, keepdim=True)
-        terms["flow"] = (err * mask).sum() / mask.sum().clamp_min(1.0)
-    terms["loss"] = sum(weights.get(k, 0.0) * v for k, v in terms.items())
-    return terms
 
 
 def _plot(history: list[list[float]], path: Path, validation: list[list[float]] | None = None) -> None:
@@ -192,7 +156,7 @@ def _export(model, cfg: TrainConfig, out: Path, history, command: str, n_maps: i
     from safetensors.torch import save_file
 
     import bijros
-    from bijros.weights import sha256_file
+    from bijros.models.weights import sha256_file
 
     weights_path = out / "model.safetensors"
     state = val["best"]["model"] if val["best"] else model.state_dict()
@@ -255,7 +219,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
 
     from bijros.device import configure_threads, resolve_device
     from bijros.models import build_model, count_parameters
-    from bijros.synth import SynthGenerator, SynthOptions, load_label_maps
+    from bijros.training.synth import SynthGenerator, SynthOptions, load_label_maps
 
     device = resolve_device(cfg.device)
     if device.type == "cpu":
@@ -296,7 +260,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
     synth = SynthGenerator(maps, options, device, gen)
     val_sets, val_classes = None, 0
     if held_out:
-        from bijros.validation import validate, validation_pairs
+        from bijros.training.validation import validate, validation_pairs
 
         val_sets, val_classes = validation_pairs(held_out, options, device, cfg.seed + 1000, cfg.validation_pairs)
 
