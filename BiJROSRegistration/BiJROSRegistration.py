@@ -1,6 +1,6 @@
 """BiJROS Registration: pairwise affine / deformable registration of two volumes in 3D Slicer.
 
-The work lives in ``BiJROSRegistrationLib`` (MRML bridge, child-process runner); this file
+The work lives in ``BiJROSLib`` (MRML bridge, child-process runner); this file
 holds Slicer's four module classes. The engine runs in a separate process, so Slicer stays
 responsive; the panel shows its progress and can cancel it.
 """
@@ -11,8 +11,6 @@ import time
 
 import qt
 import slicer
-from BiJROSRegistrationLib.logic import RegistrationLogic
-from BiJROSRegistrationLib.panel import JobPanelMixin, dependenciesReady, qcSummary
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -23,6 +21,8 @@ from slicer.util import VTKObservationMixin
 
 from bijros.registration.methods import DEFAULT_METHOD, method_info
 from bijros.registration.methods import METHODS as ENGINE_METHODS
+from BiJROSLib.logic import RegistrationLogic
+from BiJROSLib.panel import JobPanelMixin, dependenciesReady, qcSummary
 
 README_URL = "https://github.com/bijros/SlicerBiJROS#readme"
 

@@ -2,7 +2,7 @@
 
 An atlas (a volume with a segmentation, from the scene or from the BiJROS atlas library) is
 registered to the target volume and its segments are carried over with their names and
-colours. The work lives in ``BiJROSRegistrationLib``; the engine runs in a separate process.
+colours. The work lives in ``BiJROSLib``; the engine runs in a separate process.
 """
 
 import logging
@@ -24,12 +24,12 @@ from bijros.registration.methods import DEFAULT_METHOD, method_info
 from bijros.registration.methods import METHODS as ENGINE_METHODS
 
 try:
-    from BiJROSRegistrationLib.logic import PropagationLogic
-    from BiJROSRegistrationLib.panel import JobPanelMixin, dependenciesReady, qcSummary
+    from BiJROSLib.logic import PropagationLogic
+    from BiJROSLib.panel import JobPanelMixin, dependenciesReady, qcSummary
 except ImportError:  # running from the source tree: the Lib sits in the BiJROSRegistration module folder
     sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BiJROSRegistration"))
-    from BiJROSRegistrationLib.logic import PropagationLogic
-    from BiJROSRegistrationLib.panel import JobPanelMixin, dependenciesReady, qcSummary
+    from BiJROSLib.logic import PropagationLogic
+    from BiJROSLib.panel import JobPanelMixin, dependenciesReady, qcSummary
 
 README_URL = "https://github.com/bijros/SlicerBiJROS#readme"
 
@@ -310,7 +310,7 @@ class FewShotSegmentLogic(ScriptedLoadableModuleLogic, PropagationLogic):
                 parameterNode.SetParameter(name, value)
         if not parameterNode.GetParameter("AtlasName"):
             try:
-                from BiJROSRegistrationLib.atlases import defaultAtlasName
+                from BiJROSLib.atlases import defaultAtlasName
 
                 parameterNode.SetParameter("AtlasName", defaultAtlasName())
             except Exception:  # no library: the scene atlas still works; the panel says why

@@ -43,6 +43,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reg-weight", type=float, default=None, help="regularisation weight (default: preset's)")
     p.add_argument("--resample-labels", action="store_true",
                    help="accept a label map that is not on its image's grid (resampled through world coordinates)")
+    p.add_argument("--fixed-mask", default=None,
+                   help="mask on the fixed image (register) or the target (propagate): non-zero voxels are the region "
+                        "the similarity counts; any grid (resampled through world coordinates)")
     p.add_argument("--labels-table", default=None, help="label table (CSV, JSON or Slicer .ctbl) for the labels")
     p.add_argument("--progress", default="bar", choices=["bar", "json", "none"],
                    help="bar: human progress bar on stderr; json: one JSON object per line on stdout")
@@ -148,7 +151,7 @@ def run_registration(fixed_path, moving_path, labels_path, args) -> dict:
     from bijros.device import resolve_device
     from bijros.io import load_image
     from bijros.io.outputs import check_out_dir, write_outputs
-    from bijros.registration.pipeline import check_labels_match, register
+    from bijros.registration.pipeline import check_labels_match, check_mask, register
     from bijros.registration.preprocess import check_intensity_image
 
     # every check that can fail on the inputs runs before anything is created in --out
@@ -163,9 +166,12 @@ def run_registration(fixed_path, moving_path, labels_path, args) -> dict:
     check_intensity_image(moving, "moving")
     if labels is not None:
         check_labels_match(moving, labels, "moving", options.resample_labels)
+    mask = load_image(args.fixed_mask, label_map=True) if getattr(args, "fixed_mask", None) else None
+    if mask is not None:
+        check_mask(mask, fixed)
     progress, close = _progress(args.progress)
     try:
-        result = register(fixed, moving, labels, options, progress=progress)
+        result = register(fixed, moving, labels, options, progress=progress, fixed_mask=mask)
         progress.stage("write")(0.0, "writing outputs")
         out = args.out
         written = write_outputs(result, out)
@@ -232,7 +238,7 @@ def _print_structure_volumes(out_dir: str, count: int = 8) -> None:
     voxel_ml = float(abs(np.linalg.det(labels.ijk_to_ras[:3, :3]))) / 1000.0
     values, counts = np.unique(labels.array[labels.array > 0], return_counts=True)
     print(f"{len(values)} structures propagated; largest:")
-    for v, c in sorted(zip(values, counts, strict=True), key=lambda vc: -vc[1])[:count]:
+    for v, c in sorted(zip(values, counts), key=lambda vc: -vc[1])[:count]:
         name = table.name(int(v)) if table else f"label {int(v)}"
         print(f"  {name:<40s} {c * voxel_ml:8.1f} ml")
 

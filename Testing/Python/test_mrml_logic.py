@@ -19,14 +19,14 @@ sys.path.insert(0, str(REPO / "BiJROSRegistration"))
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
 
-from BiJROSRegistrationLib.logic import PropagationLogic, RegistrationLogic  # noqa: E402
-from BiJROSRegistrationLib.scene import nodeIds, subjectHierarchyParents  # noqa: E402
-from BiJROSRegistrationLib.segmentations import labelImageToSegmentationNode  # noqa: E402
-from BiJROSRegistrationLib.volumes import imageToVolumeNode, segmentationToLabelImage, volumeNodeToImage  # noqa: E402
 from test_mrml_process import living_processes_in_group  # noqa: E402
 
 from bijros.io import load_image  # noqa: E402
 from bijros.io.image import Image, LabelTable  # noqa: E402
+from BiJROSLib.logic import PropagationLogic, RegistrationLogic  # noqa: E402
+from BiJROSLib.scene import nodeIds, subjectHierarchyParents  # noqa: E402
+from BiJROSLib.segmentations import labelImageToSegmentationNode  # noqa: E402
+from BiJROSLib.volumes import imageToVolumeNode, segmentationToLabelImage, volumeNodeToImage  # noqa: E402
 
 FAST = {"preset": "fast", "device": "cpu"}
 
@@ -331,7 +331,7 @@ def test_temporary_folders_are_removed(mrml_scene, tmp_path, monkeypatch):
 
 
 def test_segment_terminology_is_carried_over(mrml_scene):
-    from BiJROSRegistrationLib.logic import _applyTerminology, _segmentTerminology
+    from BiJROSLib.logic import _applyTerminology, _segmentTerminology
 
     liver = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
              "~SCT^10200004^Liver^~^~^~Anatomic codes - DICOM master list~^^~^^")

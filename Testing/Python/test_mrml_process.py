@@ -12,8 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "BiJROSRegistration"))
 
-from BiJROSRegistrationLib import dependencies  # noqa: E402
-from BiJROSRegistrationLib.process import ProcessRunner, childEnvironment, enginePath, summarizeError  # noqa: E402
+from BiJROSLib import dependencies  # noqa: E402
+from BiJROSLib.process import ProcessRunner, childEnvironment, enginePath, summarizeError  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -16,18 +16,18 @@ sys.path.insert(0, str(REPO / "BiJROSRegistration"))
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
 
-from BiJROSRegistrationLib.transforms import (  # noqa: E402
+from test_mrml_volumes import geometry  # noqa: E402
+
+from bijros.io import load_image  # noqa: E402
+from bijros.io.image import Image  # noqa: E402
+from BiJROSLib.transforms import (  # noqa: E402
     gridTransformNodeFromArray,
     gridTransformNodeFromFile,
     linearTransformNodeFromFile,
     orientedGridTransform,
     readItkAffine,
 )
-from BiJROSRegistrationLib.volumes import imageToVolumeNode, volumeNodeToImage  # noqa: E402
-from test_mrml_volumes import geometry  # noqa: E402
-
-from bijros.io import load_image  # noqa: E402
-from bijros.io.image import Image  # noqa: E402
+from BiJROSLib.volumes import imageToVolumeNode, volumeNodeToImage  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -12,17 +12,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "BiJROSRegistration
 
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel (pip install slicer-core)")
 
-from BiJROSRegistrationLib.scene import nodeIds  # noqa: E402
-from BiJROSRegistrationLib.segmentations import labelImageToSegmentationNode  # noqa: E402
-from BiJROSRegistrationLib.volumes import (  # noqa: E402
+from bijros.io import load_image  # noqa: E402
+from bijros.io.image import Image, LabelTable  # noqa: E402
+from BiJROSLib.scene import nodeIds  # noqa: E402
+from BiJROSLib.segmentations import labelImageToSegmentationNode  # noqa: E402
+from BiJROSLib.volumes import (  # noqa: E402
     checkScalarVolume,
     imageToVolumeNode,
     segmentationToLabelImage,
     volumeNodeToImage,
 )
-
-from bijros.io import load_image  # noqa: E402
-from bijros.io.image import Image, LabelTable  # noqa: E402
 
 
 def rotation(ax: float, ay: float, az: float) -> np.ndarray:

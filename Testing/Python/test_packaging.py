@@ -256,8 +256,8 @@ def test_lib_imports_no_qt_at_import_time():
     """The Lib must import in Slicer's console, in tests and in plain Python without Qt."""
     code = (
         "import sys; sys.path.insert(0, 'BiJROSRegistration');"
-        "import BiJROSRegistrationLib.logic, BiJROSRegistrationLib.process, BiJROSRegistrationLib.dependencies,"
-        " BiJROSRegistrationLib.atlases;"
+        "import BiJROSLib.logic, BiJROSLib.process, BiJROSLib.dependencies,"
+        " BiJROSLib.atlases;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('qt', 'PySide6', 'PyQt5', 'ctk', 'torch')];"
         "assert not bad, bad"
     )

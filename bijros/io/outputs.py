@@ -80,45 +80,67 @@ def affine_to_itk(affine_ras: np.ndarray):
     return tx
 
 
-def write_outputs(result, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write every output into ``out_dir``, all or nothing.
+def _staging_folder(out: Path, prefix: str) -> Path:
+    """A new hidden folder beside ``out`` (same file system, so renames are atomic), else inside it."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}{prefix}", dir=out.parent))
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=out))
 
-    Files are written into a hidden temporary folder inside ``out_dir`` and then renamed into
-    place; outputs of an earlier run that this run does not produce (e.g. labels.nii.gz) are
-    removed so the folder never mixes two runs. If anything fails, the files of this run that
-    were already moved are removed again, the temporary folder is deleted, and a folder that
-    this call created is removed.
+
+def write_outputs(result, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write every output into ``out_dir``, all or nothing; a failed rerun keeps the earlier results.
+
+    The files are written into a hidden staging folder beside ``out_dir``; only when all are
+    written are they swapped in: each earlier output file (also one this run does not make, e.g.
+    labels.nii.gz, so the folder never mixes two runs) is first moved into a backup folder, then the
+    new file renamed into place. If anything fails, the new files are removed and the backed-up
+    ones moved back, so the folder holds exactly the earlier run's results; a folder that this call
+    created is removed. Other files in ``out_dir`` are never touched.
     """
     import SimpleITK as sitk
 
     out = Path(out_dir)
     created = not out.exists()
     out = prepare_out_dir(out)
-    tmp = Path(tempfile.mkdtemp(prefix=".bijros-partial-", dir=out))
+    stage = _staging_folder(out, ".bijros-partial-")
+    backup: Path | None = None
     written: dict[str, Path] = {}
+    moved_aside: list[str] = []
     try:
-        write_displacement(result.displacement_ras_mm, result.fixed, tmp / "displacement.nii.gz")
-        sitk.WriteTransform(affine_to_itk(result.affine_ras), str(tmp / "affine.tfm"))
-        save_image(result.warped, tmp / "warped.nii.gz")
-        save_image(result.jacobian, tmp / "jacobian.nii.gz")
+        write_displacement(result.displacement_ras_mm, result.fixed, stage / "displacement.nii.gz")
+        sitk.WriteTransform(affine_to_itk(result.affine_ras), str(stage / "affine.tfm"))
+        save_image(result.warped, stage / "warped.nii.gz")
+        save_image(result.jacobian, stage / "jacobian.nii.gz")
         if result.labels is not None:
-            save_image(result.labels, tmp / "labels.nii.gz")
+            save_image(result.labels, stage / "labels.nii.gz")
             if result.labels.label_table is not None:
                 present = sorted(int(v) for v in np.unique(result.labels.array))
-                write_label_table(result.labels.label_table.subset(present), tmp / "labels.csv")
-        (tmp / "report.json").write_text(json.dumps(result.report, indent=2) + "\n", encoding="utf-8")
+                write_label_table(result.labels.label_table.subset(present), stage / "labels.csv")
+        (stage / "report.json").write_text(json.dumps(result.report, indent=2) + "\n", encoding="utf-8")
+        # swap: earlier outputs aside first, then the new ones in
+        earlier = [name for name in OUTPUT_FILES if (out / name).is_file()]
+        if earlier:
+            backup = _staging_folder(out, ".bijros-previous-")
+            for name in earlier:
+                os.replace(out / name, backup / name)
+                moved_aside.append(name)
         for name in OUTPUT_FILES:
-            if (tmp / name).exists():
-                os.replace(tmp / name, out / name)
+            if (stage / name).exists():
+                os.replace(stage / name, out / name)
                 written[name] = out / name
-            elif (out / name).is_file():
-                (out / name).unlink()  # stale output of an earlier run
     except BaseException:
         for path in written.values():
             path.unlink(missing_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        for name in moved_aside:  # the earlier run's results go back where they were
+            os.replace(backup / name, out / name)
+        shutil.rmtree(stage, ignore_errors=True)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
         if created:
             shutil.rmtree(out, ignore_errors=True)
         raise
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(stage, ignore_errors=True)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
     return written

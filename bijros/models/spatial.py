@@ -56,5 +56,5 @@ def resize_displacement(disp: torch.Tensor, shape: tuple[int, ...]) -> torch.Ten
     if tuple(disp.shape[2:]) == tuple(shape):
         return disp
     out = F.interpolate(disp, size=tuple(shape), mode="trilinear", align_corners=True)
-    scale = [(n - 1) / max(o - 1, 1) for n, o in zip(shape, disp.shape[2:], strict=True)]
+    scale = [(n - 1) / max(o - 1, 1) for n, o in zip(shape, disp.shape[2:])]
     return out * torch.tensor(scale, device=disp.device, dtype=disp.dtype).view(1, 3, 1, 1, 1)

@@ -79,7 +79,7 @@ def load_model(entry: dict | str | Path, base_dir: str | Path | None = None,
     except SafetensorError as exc:
         raise InputError(f"weights file {path} is not a valid safetensors file: {exc}") from exc
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise InputError(f"weights file {path} does not fit architecture '{data['architecture']}': {exc}") from exc
     return model.to(device).eval()

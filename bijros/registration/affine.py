@@ -62,11 +62,13 @@ def affine_register(
     options: AffineOptions | None = None,
     rigid_only: bool = False,
     progress: Callable[[float, str], None] | None = None,
+    fixed_mask: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Return the 4x4 fixed-RAS -> moving-RAS affine matrix.
 
     ``fixed``: (1, I, J, K) normalised intensities on ``fixed_grid``; ``moving``: likewise on
-    ``moving_grid`` (any orientation). Both should be in [0, 1].
+    ``moving_grid`` (any orientation). Both should be in [0, 1]. ``fixed_mask``: optional
+    (1, I, J, K) 0/1 on ``fixed_grid``; the similarity then counts only fixed points inside it.
     """
     opts = options or AffineOptions()
     dev, dt = fixed.device, torch.float32
@@ -84,13 +86,17 @@ def affine_register(
     total = sum(sum(its) for _, its in stages)
     done = 0
     for stage, iterations in stages:
-        for level_mm, n_iter in zip(opts.levels_mm, iterations, strict=False):
+        for level_mm, n_iter in zip(opts.levels_mm, iterations):
             if n_iter <= 0:
                 continue
             f_lvl, f_grid = downsample(fixed, fixed_grid, pool_factors(fixed_grid.spacing, level_mm))
             m_lvl, m_grid = downsample(moving, moving_grid, pool_factors(moving_grid.spacing, level_mm), zero_margin=True)
             pts = points_ras(f_grid, dev).reshape(-1, 3) - c_f
             f_vals = f_lvl.reshape(1, -1)
+            if fixed_mask is not None:
+                inside = downsample(fixed_mask, fixed_grid, pool_factors(fixed_grid.spacing, level_mm))[0].reshape(-1) > 0.5
+                if int(inside.sum()) >= 64:  # a mask smaller than a few coarse voxels: use every point at this level
+                    pts, f_vals = pts[inside], f_vals[:, inside]
             n_pts = pts.shape[0]
             scale = level_mm / max(opts.levels_mm)
             params = [{"params": [trans], "lr": opts.lr_translation_mm * max(scale, 0.25)},

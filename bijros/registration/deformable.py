@@ -102,6 +102,7 @@ def deformable_register(
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     init: tuple[torch.Tensor, Grid] | None = None,
+    fixed_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Grid]:
     """Displacement (1, 3, X, Y, Z) in RAS mm, and the (coarser) grid it lives on, such that ``moving(x + u(x))`` matches ``fixed(x)``.
 
@@ -113,6 +114,8 @@ def deformable_register(
 
     ``init`` (displacement in RAS mm, its grid), e.g. a learned model's field, is the starting
     field of the first level instead of zero (with ``diffeomorphic``, the starting velocity).
+    ``fixed_mask`` (1, I, J, K) 0/1 on ``grid``: the similarity counts only voxels inside it (dilated
+    by one voxel); the field still covers the whole grid, smoothly extended by the regulariser.
     """
     opts = options or DeformableOptions()
     dev = fixed.device
@@ -129,7 +132,10 @@ def deformable_register(
         feat_f = _features(f_lvl[None], level.similarity).detach()
         feat_m = _features(m_lvl[None], level.similarity).detach()
         channels = feat_f.shape[1]
-        candidates = _foreground_indices(f_lvl, m_lvl)
+        level_mask = None
+        if fixed_mask is not None:
+            level_mask = downsample(fixed_mask, grid, pool_factors(grid.spacing, level.feature_mm))[0] > 0.5
+        candidates = _foreground_indices(f_lvl, m_lvl, level_mask)
         n_cand = candidates.numel()
         n_samples = min(n_cand, opts.max_samples, max(opts.min_samples, int(n_cand * opts.sample_fraction)))
         cand_ras = _flat_to_ras(candidates, f_grid)
@@ -199,7 +205,7 @@ def deformable_register(
 def _param_grid(grid: Grid, param_mm: float) -> Grid:
     """Grid of the field at ``param_mm``: same box as ``grid``, pooled like the images."""
     factors = pool_factors(grid.spacing, param_mm)
-    shape = tuple(-(-n // f) for n, f in zip(grid.shape, factors, strict=False))
+    shape = tuple(-(-n // f) for n, f in zip(grid.shape, factors))
     scale = np.eye(4)
     scale[:3, :3] = np.diag(factors)
     scale[:3, 3] = (np.array(factors) - 1) / 2.0
@@ -214,9 +220,13 @@ def _flat_to_ras(flat: torch.Tensor, grid: Grid) -> torch.Tensor:
     return ijk @ m[:3, :3].T + m[:3, 3]
 
 
-def _foreground_indices(fixed: torch.Tensor, moving: torch.Tensor, threshold: float = 0.02) -> torch.Tensor:
-    """Flat indices of voxels where either image has signal, dilated by one voxel."""
-    mask = ((fixed > threshold) | (moving > threshold)).float()[None]
+def _foreground_indices(fixed: torch.Tensor, moving: torch.Tensor, inside: torch.Tensor | None = None,
+                        threshold: float = 0.02) -> torch.Tensor:
+    """Flat indices of voxels where either image has signal (and, given ``inside``, within it), dilated by one voxel."""
+    signal = (fixed > threshold) | (moving > threshold)
+    if inside is not None and bool((signal & inside).any()):
+        signal = signal & inside
+    mask = signal.float()[None]
     mask = F.max_pool3d(mask, 3, stride=1, padding=1)[0, 0] > 0
     idx = torch.nonzero(mask.reshape(-1))[:, 0]
     return idx if idx.numel() > 64 else torch.arange(mask.numel(), device=fixed.device)

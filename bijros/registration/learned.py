@@ -49,7 +49,7 @@ def _to_model_grid(volume: torch.Tensor, grid: Grid, spacing_mm: float) -> tuple
     if np.allclose(grid.spacing * np.array(factors), spacing_mm, rtol=0.05):
         return downsample(volume, grid, factors)
     scale = spacing_mm / grid.spacing
-    shape = tuple(max(4, round(n / s)) for n, s in zip(grid.shape, scale, strict=True))
+    shape = tuple(max(4, round(n / s)) for n, s in zip(grid.shape, scale))
     step = np.eye(4)
     step[:3, :3] = np.diag(scale)
     step[:3, 3] = (scale - 1) / 2.0

@@ -144,8 +144,13 @@ def register(
     options: RegistrationOptions | None = None,
     progress: Progress | None = None,
     cancel=None,
+    fixed_mask: Image | None = None,
 ) -> RegistrationResult:
-    """Register ``moving`` to ``fixed``; warp its image and (optional) labels onto the fixed grid."""
+    """Register ``moving`` to ``fixed``; warp its image and (optional) labels onto the fixed grid.
+
+    ``fixed_mask``: optional image (non-zero = inside, any grid: it is resampled through world
+    coordinates) restricting the affine and deformable similarity to that region of the fixed image.
+    """
     opts = options or RegistrationOptions()
     opts.validate()
     prog = progress or Progress()
@@ -177,6 +182,7 @@ def register(
     m_t = torch.as_tensor(moving_norm, device=device)[None]
     work_pts = points_ras(work, device)
     f_work = sample(f_t, fixed_grid, work_pts)
+    mask_work = _mask_on_grid(fixed_mask, work_pts, device) if fixed_mask is not None else None
     report_load(1.0, f"working grid {work.shape} at {spacing:g} mm")
     timings["prepare"] = time.perf_counter() - t0
 
@@ -185,7 +191,8 @@ def register(
     # grid at the working spacing), so identical images give identical pyramids
     m_canon_grid = working_grid(moving, moving_norm, spacing)
     m_canon = sample(m_t, moving_grid, points_ras(m_canon_grid, device))
-    affine = affine_register(f_work, work, m_canon, m_canon_grid, opts.affine_options(), progress=prog.stage("affine"))
+    affine = affine_register(f_work, work, m_canon, m_canon_grid, opts.affine_options(), progress=prog.stage("affine"),
+                             fixed_mask=mask_work)
     del m_canon
     timings["affine"] = time.perf_counter() - t1
 
@@ -207,7 +214,7 @@ def register(
         start = (disp_work, disp_grid) if disp_work is not None else None
         disp_work, disp_grid = deformable_register(
             f_work, m_work, work, opts.deformable_options(), progress=prog.stage("deformable"), cancel=cancel,
-            init=start,
+            init=start, fixed_mask=mask_work,
         )
         timings["deformable"] = time.perf_counter() - t2
 
@@ -247,6 +254,8 @@ def register(
         "qc_note": "folding_fraction and sdlogj are measured inside the fixed image's foreground",
         "affine_ras": np.round(affine, 6).tolist(),
     }
+    if mask_work is not None:
+        report["fixed_mask"] = {"name": fixed_mask.name, "working_voxels_inside": int(mask_work.sum().item())}
     return RegistrationResult(
         fixed=fixed,
         affine_ras=affine,
@@ -256,6 +265,34 @@ def register(
         labels=labels_out,
         report=report,
     )
+
+
+def check_mask(mask: Image, fixed: Image, what: str = "fixed") -> None:
+    """A usable mask: some non-zero voxels, and some of them inside the fixed image's box."""
+    inside = np.asarray(mask.array) != 0
+    if not inside.any():
+        raise InputError(f"The {what} mask '{mask.name}' is empty (no non-zero voxel); paint the region to register, "
+                         "or leave the mask out.")
+    corners = np.array([[i, j, k, 1.0] for i in (0, fixed.shape[0] - 1) for j in (0, fixed.shape[1] - 1)
+                        for k in (0, fixed.shape[2] - 1)])
+    box = (fixed.ijk_to_ras @ corners.T).T[:, :3]
+    idx = np.argwhere(inside)
+    pts = (mask.ijk_to_ras[:3, :3] @ idx.T).T + mask.ijk_to_ras[:3, 3]
+    lo, hi = box.min(0) - 1e-3, box.max(0) + 1e-3
+    if not np.any(np.all((pts >= lo) & (pts <= hi), axis=1)):
+        raise InputError(f"The {what} mask '{mask.name}' lies entirely outside the {what} image; check that it was "
+                         f"drawn on the {what} image.")
+
+
+def _mask_on_grid(mask: Image, points: torch.Tensor, device) -> torch.Tensor:
+    """(1, I, J, K) 0/1 float: ``mask`` (non-zero = inside) resampled at ``points`` (trilinear, > 0.5)."""
+    inside = torch.as_tensor((np.asarray(mask.array) != 0).astype(np.float32), device=device)[None]
+    on_grid = sample(inside, Grid(mask.shape, mask.ijk_to_ras), points)
+    result = (on_grid > 0.5).float()
+    if result.sum() < 27:
+        raise InputError(f"The fixed mask '{mask.name}' covers fewer than 27 voxels of the working grid; draw a larger "
+                         "region or use a finer --spacing.")
+    return result
 
 
 def _label_dtype(array: np.ndarray):

@@ -139,7 +139,7 @@ def load_label_maps(pattern: str, spacing_mm: float, max_maps: int | None = None
             raise InputError(f"label map {path} is not a 3D volume (shape {arr.shape})")
         arr = np.rint(arr).astype(np.int32)
         zooms = np.asarray(img.header.get_zooms()[:3], float)
-        shape = tuple(max(4, round(n * z / spacing_mm)) for n, z in zip(arr.shape, zooms, strict=True))
+        shape = tuple(max(4, round(n * z / spacing_mm)) for n, z in zip(arr.shape, zooms))
         if shape != arr.shape:
             t = torch.from_numpy(arr)[None, None].float()
             arr = F.interpolate(t, size=shape, mode="nearest-exact")[0, 0].to(torch.int32).numpy()

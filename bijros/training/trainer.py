@@ -196,7 +196,7 @@ def _validation_summary(cfg: TrainConfig, val: dict) -> dict | None:
     if not val["history"]:
         return None
     names = ("same_contrast", "cross_contrast", "score")
-    row = lambda r: {"step": int(r[0]), **{n: round(v, 4) for n, v in zip(names, r[1:], strict=True)}}  # noqa: E731
+    row = lambda r: {"step": int(r[0]), **{n: round(v, 4) for n, v in zip(names, r[1:])}}  # noqa: E731
     best = max(val["history"], key=lambda r: r[3])
     return {"held_out_maps": cfg.validation_maps, "pairs_per_set": cfg.validation_pairs,
             "metric": "mean soft Dice of warped label maps, foreground classes, inter-subject pairs",

@@ -24,7 +24,7 @@ def validation_pairs(maps, options, device, seed: int, pairs: int) -> tuple[dict
     from bijros.training.synth import SynthGenerator
 
     sets = {}
-    for offset, (name, shared) in enumerate(zip(SETS, (1.0, 0.0), strict=True)):
+    for offset, (name, shared) in enumerate(zip(SETS, (1.0, 0.0))):
         opts = dataclasses.replace(options, same_map_prob=0.0, flow_pairs_prob=0.0, same_contrast_prob=shared)
         gen = SynthGenerator(maps, opts, device, torch.Generator(device=device).manual_seed(seed + offset))
         sets[name] = [gen.sample(1) for _ in range(pairs)]

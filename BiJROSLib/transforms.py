@@ -18,7 +18,7 @@ Putting the moving volume under the resulting node shows it aligned with the fix
 
 Console example::
 
-    from BiJROSRegistrationLib.transforms import gridTransformNodeFromFile
+    from BiJROSLib.transforms import gridTransformNodeFromFile
     node = gridTransformNodeFromFile("out/displacement.nii.gz", "atlas to subject", slicer.mrmlScene)
     movingVolume.SetAndObserveTransformNodeID(node.GetID())
 """

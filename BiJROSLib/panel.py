@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import vtk
 
-from BiJROSRegistrationLib import dependencies
+from BiJROSLib import dependencies
 
 FINISHED_STATES = ("done", "failed", "cancelled")
 

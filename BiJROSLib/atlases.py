@@ -5,7 +5,7 @@ ship inside pip packages) or at image/label/table files next to the JSON file.
 
 Console example::
 
-    from BiJROSRegistrationLib.atlases import atlasLibrary, resolveAtlas
+    from BiJROSLib.atlases import atlasLibrary, resolveAtlas
     [a.name for a in atlasLibrary()]          # ['mni152-desikan-killiany', 'mni152-aal']
     files = resolveAtlas("mni152-desikan-killiany")
     files.imagePath, files.labelsPath, files.tablePath

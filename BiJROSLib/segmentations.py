@@ -7,19 +7,22 @@ the target in the subject hierarchy (same parent folder / study).
 Console example::
 
     from bijros.io import load_image
-    from BiJROSRegistrationLib.segmentations import labelImageToSegmentationNode
+    from BiJROSLib.segmentations import labelImageToSegmentationNode
     labels = load_image("out/labels.nii.gz", label_map=True)  # finds out/labels.csv
     segmentation = labelImageToSegmentationNode(labels, "subject labels", targetVolume, slicer.mrmlScene)
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
-from bijros.io.image import Image, LabelTable
+import numpy as np
 
 from .scene import nodeIds, removeNodesAddedSince
 from .volumes import imageToVolumeNode
+
+if TYPE_CHECKING:  # the engine is imported where it is used (a source checkout loads without it)
+    from bijros.io.image import Image, LabelTable
 
 #: colour maps for the Jacobian determinant, best first (Slicer's ColorFiles, then built-ins)
 JACOBIAN_COLOR_NODE_NAMES = ("DivergingBlueRed", "ColdToHotRainbow", "fMRI")
@@ -50,6 +53,8 @@ def labelImageToSegmentationNode(labels: Image, name: str, referenceVolumeNode, 
     geometry is ``referenceVolumeNode`` and it is placed beside it in the subject hierarchy.
     """
     import slicer
+
+    from bijros.io.image import Image, LabelTable
 
     table = labelTable or labels.label_table or LabelTable()
     present = [int(v) for v in np.unique(labels.array) if int(v) != 0]

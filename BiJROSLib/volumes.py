@@ -7,18 +7,21 @@ is folded into the geometry (world coordinates); a non-linear one is refused.
 
 Console example::
 
-    from BiJROSRegistrationLib.volumes import volumeNodeToImage, imageToVolumeNode
+    from BiJROSLib.volumes import volumeNodeToImage, imageToVolumeNode
     image = volumeNodeToImage(slicer.util.getNode("MRHead"))
     copy = imageToVolumeNode(image, "MRHead copy", slicer.mrmlScene)
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from bijros.io.image import Image, LabelTable
-
 from .scene import nodeIds, removeNodesAddedSince
+
+if TYPE_CHECKING:  # the engine is imported where it is used (a source checkout loads without it)
+    from bijros.io.image import Image, LabelTable
 
 #: volume classes that derive from vtkMRMLScalarVolumeNode but hold several values per voxel
 NON_SCALAR_VOLUME_CLASSES = ("vtkMRMLVectorVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode",
@@ -96,6 +99,8 @@ def volumeNodeToImage(volumeNode, world: bool = True, role: str = "volume") -> I
     if reason:
         raise ValueError(reason)
     array = np.array(slicer.util.arrayFromVolume(volumeNode)).transpose(2, 1, 0)
+    from bijros.io.image import Image
+
     image = Image(np.ascontiguousarray(array), ijkToRasOf(volumeNode, world), name=volumeNode.GetName())
     if volumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
         image.label_table = labelTableFromColorNode(
@@ -136,6 +141,8 @@ def imageToVolumeNode(image: Image, name: str, scene, className: str = "vtkMRMLS
 
 def labelTableFromColorNode(colorNode, values) -> LabelTable:
     """Names and colours of ``values`` (non-zero) from a colour table node (or defaults)."""
+    from bijros.io.image import LabelTable
+
     table = LabelTable()
     for value in (int(v) for v in values):
         if value == 0:
@@ -207,8 +214,10 @@ def segmentationToLabelImage(segmentationNode, referenceVolumeNode, scene, world
     lookup[1:] = values
     labels = lookup[np.clip(exported.astype(np.int64), 0, len(segmentIds))]
     dtype = np.int16 if max(values) <= 32767 else np.int32
+    from bijros.io.image import Image, LabelTable
+
     table = LabelTable()
-    for segmentId, value in zip(segmentIds, values, strict=True):
+    for segmentId, value in zip(segmentIds, values):
         segment = segmentation.GetSegment(segmentId)
         table.add(value, segment.GetName(), tuple(float(c) for c in segment.GetColor()))
     return Image(np.ascontiguousarray(labels.astype(dtype)), ijkToRas, table, name=segmentationNode.GetName())

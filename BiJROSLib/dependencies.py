@@ -8,7 +8,7 @@ message names the pip command.
 
 Console example (in Slicer's Python console)::
 
-    from BiJROSRegistrationLib import dependencies
+    from BiJROSLib import dependencies
     dependencies.missingDependencyMessages()          # [] when everything is there
     dependencies.installMissingDependencies()         # asks once, then installs
 """
