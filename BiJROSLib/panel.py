@@ -1,14 +1,18 @@
 """What the two module panels share: scene and parameter-node plumbing, job polling and cancel,
-the QC line, the dependency check.
+the QC line, and installing missing packages in a child process before a run.
 
 No Qt at import time (vtk only); ``slicer`` is imported where it is used (inside Slicer, or the test stand-in).
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
+import time
+
 import vtk
 
-from BiJROSLib import dependencies
+from . import bindings, dependencies
 
 FINISHED_STATES = ("done", "failed", "cancelled")
 
@@ -25,28 +29,16 @@ def qcSummary(report: dict, wallSeconds: float | None = None) -> str:
     return "QC: " + ", ".join(parts)
 
 
-def dependenciesReady() -> bool:
-    """True when the engine's packages are there (inside Slicer: offers to install them)."""
-    import slicer
-
-    messages = dependencies.missingDependencyMessages()
-    if not messages:
-        return True
-    try:
-        if dependencies.installMissingDependencies(askConfirmation=True):
-            return True
-        problem = "The packages were not installed."
-    except Exception as exc:
-        problem = str(exc)
-    slicer.util.errorDisplay("BiJROS cannot run yet:\n\n" + "\n".join(messages) + "\n\n" + problem,
-                             windowTitle="BiJROS: missing Python packages")
-    return False
+def createdNodeNames(nodes: dict) -> list[str]:
+    """Names of the nodes a finished job created (``finishJob``'s dict), each once, in order."""
+    return list(dict.fromkeys(node.GetName() for key, node in nodes.items()
+                              if key not in ("report", "warnings") and node is not None))
 
 
 class JobPanelMixin:
     """The plumbing both module panels share: scene and parameter-node observation (as in
-    Slicer's scripted-module template), and polling a running engine job into the progress
-    bar, status line and log, with cancel.
+    Slicer's scripted-module template), and polling a running job (the engine, or pip installing
+    what it needs) into the progress bar, status line and log, with cancel.
 
     The widget provides ``self.ui`` (``progressBar``, ``statusLabel``, ``logTextEdit``),
     ``self.pollTimer`` (a ``qt.QTimer`` calling :meth:`onPollJob`), ``self.logic``,
@@ -55,6 +47,42 @@ class JobPanelMixin:
     and ``_onJobFinished(job)``; it is mixed into a ScriptedLoadableModuleWidget that also
     uses VTKObservationMixin.
     """
+
+    #: the panel's sections (objects with ``bindings()`` and optional ``setup(widget)`` / ``refresh(widget)``)
+    sections = ()
+    #: the run button's text and tooltip when idle, and the verb for messages ("registration", "propagation")
+    runText, runTip, runWhat = "Apply", "", "run"
+
+    # the module provides: runButton(), startJob() -> (job, description), showResults(nodes, seconds),
+    # requiredPackages() -> list of dependency groups (BiJROSLib.dependencies)
+
+    def allBindings(self):
+        return [b for section in self.sections for b in section.bindings()]
+
+    def setupSections(self):
+        """Fill each section's widgets and connect every bound widget to the parameter node."""
+        for section in self.sections:
+            if hasattr(section, "setup"):
+                section.setup(self)
+        bindings.connect(self.ui, self.allBindings(), self.updateParameterNodeFromGUI)
+
+    def updateGUIFromParameterNode(self, caller=None, event=None):
+        if self._parameterNode is None or getattr(self, "_updatingGUIFromParameterNode", False):
+            return
+        self._updatingGUIFromParameterNode = True
+        try:
+            bindings.updateWidgets(self.ui, self._parameterNode, self.allBindings())
+            for section in self.sections:
+                if hasattr(section, "refresh"):
+                    section.refresh(self)
+            self.updateRunButton()
+        finally:
+            self._updatingGUIFromParameterNode = False
+
+    def updateParameterNodeFromGUI(self, caller=None, event=None):
+        if self._parameterNode is None or getattr(self, "_updatingGUIFromParameterNode", False):
+            return
+        bindings.updateParameters(self.ui, self._parameterNode, self.allBindings())
 
     def cleanup(self):
         self.pollTimer.stop()
@@ -93,6 +121,131 @@ class JobPanelMixin:
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self.updateGUIFromParameterNode()
 
+    # ------------------------------------------------------------------ dependencies
+
+    def ensureDependencies(self, packages=None, then=None) -> bool:
+        """True when ``packages`` (default: what registration needs) are there. Otherwise asks once,
+        starts pip in a child process (progress in the panel, Cancel stops it) and returns False;
+        ``then()`` runs when the install succeeded. A problem is shown and False returned."""
+        import slicer
+
+        from .jobs import startInstall
+
+        try:
+            pipArguments = dependencies.prepareInstall(packages, askConfirmation=True)
+        except Exception as exc:
+            slicer.util.errorDisplay(f"BiJROS cannot run yet:\n\n{exc}", windowTitle="BiJROS: missing Python packages")
+            return False
+        if pipArguments is None:
+            self.ui.statusLabel.text = "The packages BiJROS needs were not installed."
+            return False
+        if not pipArguments:
+            importlib.invalidate_caches()
+            still = dependencies.missingDependencyMessages(packages)
+            if still:
+                slicer.util.errorDisplay("BiJROS cannot run yet:\n\n" + "\n".join(still), windowTitle="BiJROS")
+                return False
+            return True
+        self._job = startInstall(pipArguments, then)
+        self._lastMessage = ""
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = "Installing the Python packages BiJROS needs..."
+        self.ui.logTextEdit.appendPlainText("pip " + " ".join(pipArguments))
+        self.updateRunButton()
+        self.pollTimer.start()
+        return False
+
+    def _onInstallFinished(self, job):
+        import slicer
+
+        job.cleanup()
+        if job.state == "cancelled":
+            self.ui.statusLabel.text = "Installation cancelled. Nothing was run."
+            return
+        if job.state != "done":
+            self.ui.statusLabel.text = "Installation failed."
+            for line in job.log[-20:]:
+                self.ui.logTextEdit.appendPlainText(line)
+            slicer.util.errorDisplay(f"Installing the Python packages failed:\n\n{job.error}", windowTitle="BiJROS")
+            return
+        importlib.invalidate_caches()
+        self.ui.statusLabel.text = "Packages installed."
+        self.ui.logTextEdit.appendPlainText("Packages installed.")
+        if job.then is not None:
+            job.then()
+
+    # ------------------------------------------------------------------ running
+
+    def onRunButton(self, _checked=False):
+        """The run button: Cancel while a job runs; else install what is missing (then come back), then start."""
+        if self._job is not None:
+            self.onCancel()
+            return
+        for packages in self.requiredPackages():
+            if not self.ensureDependencies(packages, then=self.onRunButton):
+                return
+        import slicer
+
+        try:
+            job, description = self.startJob()
+        except ValueError as exc:
+            slicer.util.errorDisplay(str(exc), windowTitle=f"BiJROS: cannot start the {self.runWhat}")
+            return
+        except Exception as exc:  # anything unexpected: a message, the details in the log
+            logging.exception("BiJROS could not start")
+            slicer.util.errorDisplay(f"BiJROS could not start the {self.runWhat}:\n\n{exc}", windowTitle="BiJROS")
+            return
+        self._job = job
+        self._startTime = time.time()
+        self._lastMessage = ""
+        self.ui.qcLabel.text = ""
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = "Starting the BiJROS engine..."
+        self.ui.logTextEdit.appendPlainText(description)
+        for warning in job.request.warnings:
+            self.ui.logTextEdit.appendPlainText("Warning: " + warning)
+        self.updateRunButton()
+        self.pollTimer.start()
+
+    def updateRunButton(self):
+        button = self.runButton()
+        if self._job is not None:
+            button.text = "Cancel"
+            button.enabled = self._job.state == "running"
+            button.toolTip = "Stop. Nothing is added to the scene."
+            return
+        reason = self.logic.inputProblem(self._parameterNode)
+        button.text = self.runText
+        button.enabled = not reason
+        button.toolTip = reason or self.runTip
+
+    def _onJobFinished(self, job):
+        import slicer
+
+        ui = self.ui
+        if job.state == "cancelled":
+            ui.progressBar.value = 0
+            ui.statusLabel.text = "Cancelled. The scene is unchanged."
+            ui.logTextEdit.appendPlainText("Cancelled; nothing was added to the scene.")
+            return
+        if job.state == "failed":
+            ui.statusLabel.text = "Failed. The scene is unchanged."
+            for line in job.log[-20:]:
+                ui.logTextEdit.appendPlainText(line)
+            slicer.util.errorDisplay(f"The {self.runWhat} failed:\n\n{job.error}", windowTitle="BiJROS")
+            return
+        try:
+            nodes = self.logic.finishJob(job)
+        except Exception as exc:
+            logging.exception("BiJROS could not import its results")
+            ui.statusLabel.text = "Failed. The scene is unchanged."
+            slicer.util.errorDisplay(str(exc), windowTitle="BiJROS")
+            return
+        ui.progressBar.value = 100
+        ui.logTextEdit.appendPlainText("Created: " + ", ".join(createdNodeNames(nodes)))
+        ui.qcLabel.text = qcSummary(nodes["report"], time.time() - self._startTime)
+        ui.logTextEdit.appendPlainText(ui.qcLabel.text)
+        self.showResults(nodes)
 
     def onCancel(self):
         import slicer
@@ -125,5 +278,8 @@ class JobPanelMixin:
         if job.state in FINISHED_STATES:
             self.pollTimer.stop()
             self._job = None
-            self._onJobFinished(job)
+            if getattr(job, "kind", "") == "install":
+                self._onInstallFinished(job)
+            else:
+                self._onJobFinished(job)
             self.updateRunButton()

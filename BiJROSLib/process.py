@@ -103,17 +103,23 @@ class ProcessRunner:
         self._finished = threading.Event()
         self._cancelRequested = False
         self._threads: list[threading.Thread] = []
+        self.module = "bijros"
 
     # -------------------------------------------------------------------- public API
 
-    def start(self, args: list[str], workdir: str | os.PathLike) -> None:
-        """Start ``python -m bijros <args> --progress json`` in ``workdir`` (returns at once)."""
+    def start(self, args: list[str], workdir: str | os.PathLike, module: str = "bijros") -> None:
+        """Start ``python -m bijros <args> --progress json`` in ``workdir`` (returns at once).
+
+        ``module``: another ``python -m`` module to run instead, e.g. "pip" (no JSON progress is
+        expected from it: it is done when it exits with 0, its output lines go to the log).
+        """
         if self.state in (RUNNING, CANCELLING):
             raise RuntimeError("This engine run is still going; cancel it or wait for it first.")
         args = [str(a) for a in args]
-        if "--progress" not in args:
+        self.module = module
+        if module == "bijros" and "--progress" not in args:
             args += ["--progress", "json"]
-        self.command = [self.python, "-m", "bijros", *args]
+        self.command = [self.python, "-m", module, *args]
         self._reset()
         kwargs: dict = {}
         if os.name == "nt":
@@ -130,7 +136,8 @@ class ProcessRunner:
             self._finish(FAILED, f"Could not start the BiJROS engine ({self.python}): {exc}")
             return
         self.state = RUNNING
-        self._push({"stage": "start", "fraction": 0.0, "message": "starting the BiJROS engine", "eta_s": None})
+        starting = "starting the BiJROS engine" if module == "bijros" else f"running {module} {' '.join(args[:1])}"
+        self._push({"stage": "start", "fraction": 0.0, "message": starting, "eta_s": None})
         out = threading.Thread(target=self._readStdout, name="bijros-stdout", daemon=True)
         err = threading.Thread(target=self._readStderr, name="bijros-stderr", daemon=True)
         self._threads = [out, err]
@@ -231,6 +238,10 @@ class ProcessRunner:
         code = self.returnCode
         if self._cancelRequested or code == EXIT_CANCELLED:
             self._finish(CANCELLED, "", "cancelled")
+        elif code == 0 and self.module != "bijros":
+            with self._lock:
+                self.fraction = 1.0
+            self._finish(DONE, "", "done", {"stage": "result", "fraction": 1.0, "message": "done"})
         elif code == 0 and self.result is not None:
             result = dict(self.result)
             with self._lock:

@@ -106,13 +106,13 @@ def run_method(spec: MethodSpec, pair: Pair, threads: int, device: str) -> Metho
 
 def bijros_options(variant: str, device: str):
     """RegistrationOptions for ``bijros:<variant>`` (see :class:`MethodSpec`)."""
-    from bijros.registration.methods import DEFAULT_METHOD, METHODS
+    from bijros.registration.methods import DEFAULT_METHOD, METHOD_NAMES
     from bijros.registration.pipeline import RegistrationOptions
 
     variant, _, model = variant.partition("@")
     if variant in ("", "default"):
         return RegistrationOptions(method=DEFAULT_METHOD, device=device, model=model or None)
-    if variant in METHODS:
+    if variant in METHOD_NAMES:
         return RegistrationOptions(method=variant, device=device, model=model or None)
     return RegistrationOptions(method="io", preset=variant, device=device)
 

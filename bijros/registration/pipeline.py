@@ -36,7 +36,7 @@ from bijros.registration.field import (
     warp_labels,
 )
 from bijros.registration.grid import Grid, points_ras, sample
-from bijros.registration.methods import DEFAULT_METHOD, METHODS, load_methods
+from bijros.registration.methods import DEFAULT_METHOD, METHOD_NAMES, load_methods
 from bijros.registration.preprocess import check_intensity_image, robust_normalize, working_grid
 
 
@@ -99,8 +99,8 @@ class RegistrationOptions:
         return presets[name]
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise InputError(f"Unknown method '{self.method}'. Choose one of: {', '.join(METHODS)}.")
+        if self.method not in METHOD_NAMES:
+            raise InputError(f"Unknown method '{self.method}'. Choose one of: {', '.join(METHOD_NAMES)}.")
         self._preset()
         if self.uses_model:
             from bijros.models.library import resolve_entry

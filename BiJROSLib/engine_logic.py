@@ -1,0 +1,102 @@
+"""What registration and propagation logic share: the scene, the child process, finishing a job.
+
+Results become nodes only when the run succeeded, all together or none (:mod:`.results`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from . import dependencies
+from .jobs import JobRequest, RegistrationJob
+from .process import CANCELLED, DONE, ProcessRunner
+from .results import importResults
+from .volumes import ijkToRasOf
+
+
+class EngineLogic:
+    """What registration and propagation share: the scene, the child process, the import."""
+
+    def __init__(self, scene=None):
+        self._scene = scene
+
+    @property
+    def scene(self):
+        scene = getattr(self, "_scene", None)
+        if scene is None:
+            import slicer
+
+            scene = slicer.mrmlScene
+        return scene
+
+    @scene.setter
+    def scene(self, scene) -> None:
+        self._scene = scene
+
+    # ------------------------------------------------------------------ starting a run
+
+    @staticmethod
+    def _checkDependencies() -> None:
+        messages = dependencies.missingDependencyMessages()
+        if messages:
+            raise RuntimeError("BiJROS cannot run yet:\n" + "\n".join(messages))
+
+    @staticmethod
+    def _workFolder() -> Path:
+        base = None
+        try:
+            import slicer
+
+            base = str(slicer.app.temporaryPath)  # Slicer's temporary folder (a Q_PROPERTY)
+            if not Path(base).is_dir():
+                base = None
+        except (ImportError, AttributeError, TypeError):
+            pass
+        return Path(tempfile.mkdtemp(prefix="BiJROS-", dir=base))
+
+    def _launch(self, args: list[str], workdir: Path, request: JobRequest) -> RegistrationJob:
+        runner = ProcessRunner()
+        job = RegistrationJob(runner, workdir, request)
+        runner.start([*args, "--out", str(workdir / "out")], workdir)
+        return job
+
+    # ------------------------------------------------------------------ importing results
+
+    def finishJob(self, job: RegistrationJob) -> dict:
+        """Create the result nodes of a finished job (all or none) and return them.
+
+        Keys: "transform" (whole mapping: grid transform for deformable, linear for affine),
+        "affineTransform" (linear transform node), "warpedVolume", "segmentation",
+        "jacobianVolume" (None when not requested) and "report" (the engine's report.json).
+        Raises ``RuntimeError`` when the job did not succeed or the import failed; the scene
+        is then exactly as before.
+        """
+        if job.running:
+            raise RuntimeError("The BiJROS engine is still running; wait for it (job.wait()) or cancel it first.")
+        try:
+            if job.state != DONE:
+                if job.state == CANCELLED:
+                    raise RuntimeError("The BiJROS run was cancelled; nothing was added to the scene.")
+                raise RuntimeError(f"BiJROS failed: {job.error or 'the engine stopped without a result.'}")
+            return importResults(job, self.scene)
+        finally:
+            job.cleanup()
+
+    def _blocking(self, job: RegistrationJob) -> dict:
+        state = job.wait()
+        if state != DONE:
+            job.cleanup()
+            if state == CANCELLED:
+                raise RuntimeError("The BiJROS run was cancelled; nothing was added to the scene.")
+            raise RuntimeError(f"BiJROS failed: {job.error}")
+        return self.finishJob(job)
+
+
+def nonTransformedReason(node, role: str) -> str:
+    """'' when ``node``'s geometry can be exported (no non-linear parent transform), else why not."""
+    try:
+        ijkToRasOf(node, world=True)
+    except ValueError as exc:
+        return str(exc).replace(f"'{node.GetName()}'", f"The {role} '{node.GetName()}'", 1)
+    return ""

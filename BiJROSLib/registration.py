@@ -1,0 +1,108 @@
+"""Pairwise registration of two volumes from the console or a panel (see :mod:`BiJROSLib.logic`)."""
+
+from __future__ import annotations
+
+import shutil
+
+from .engine_logic import EngineLogic, nonTransformedReason
+from .jobs import JobRequest, RegistrationJob
+from .masks import maskImage, maskProblem
+from .options import crossContrastWarning, engineArguments, engineMethod
+from .results import segmentTerminology
+from .volumes import checkScalarVolume, segmentationToLabelImage, volumeNodeToImage
+
+
+class RegistrationLogic(EngineLogic):
+    """Pairwise registration of a moving volume to a fixed volume (see the module docstring)."""
+
+    def validateInputs(self, fixedVolume, movingVolume, movingSegmentation=None) -> str:
+        """'' when the inputs can be registered, else the reason (for the Apply button's tooltip)."""
+        for node, role in ((fixedVolume, "fixed volume"), (movingVolume, "moving volume")):
+            reason = checkScalarVolume(node, role) or nonTransformedReason(node, role)
+            if reason:
+                return reason
+        if fixedVolume is movingVolume or fixedVolume.GetID() == movingVolume.GetID():
+            return (f"The fixed and moving volumes are the same volume ('{fixedVolume.GetName()}'); "
+                    "select two different volumes.")
+        if movingSegmentation is not None:
+            if not movingSegmentation.IsA("vtkMRMLSegmentationNode"):
+                return f"'{movingSegmentation.GetName()}' is not a segmentation."
+            if movingSegmentation.GetSegmentation().GetNumberOfSegments() == 0:
+                return f"The moving segmentation '{movingSegmentation.GetName()}' has no segments."
+        return ""
+
+    def startRegistration(
+        self, fixedVolume, movingVolume, method: str = "deformable", movingSegmentation=None,
+        outputTransform=None, createWarpedVolume: bool = True, createSegmentation: bool = True,
+        createJacobian: bool = False, device: str = "auto", preset: str | None = None,
+        spacing: float | None = None, iterations=None, regWeight: float | None = None,
+        diffeomorphic: bool = False, affineMetric: str | None = None, fixedMask=None,
+    ) -> RegistrationJob:
+        """Start registering ``movingVolume`` to ``fixedVolume`` in a child process (returns at once).
+
+        ``method``: "learned+io" (Accurate: the learned model's field refined by instance optimisation),
+        "learned" (Fast: learned model only), "io" (instance optimisation only), "affine", or
+        "deformable" (= the engine's default method, bijros/data/methods.json). ``preset``: None for the
+        method's own, or "default" | "fast" | "accurate".
+        ``outputTransform``: None for a new transform node, or an existing transform node to fill.
+        ``createSegmentation`` applies only when ``movingSegmentation`` is given.
+        ``affineMetric``: None (the preset's: NCC), "ncc" or "mi" (mutual information, for pairs of different
+        contrast such as CT and MR). ``fixedMask``: a segmentation or labelmap volume on the fixed volume; the
+        similarity then counts only the masked region.
+        Raises ``ValueError`` for bad input, ``RuntimeError`` for missing dependencies.
+
+        Example: ``job = logic.startRegistration(fixedNode, movingNode, method="affine", preset="fast")``
+        """
+        reason = self.validateInputs(fixedVolume, movingVolume, movingSegmentation)
+        if reason:
+            raise ValueError(reason)
+        if outputTransform is not None and not outputTransform.IsA("vtkMRMLTransformNode"):
+            raise ValueError(f"The output transform '{outputTransform.GetName()}' is not a transform node.")
+        options = engineArguments(method, device, preset, spacing, iterations, regWeight, diffeomorphic, affineMetric)
+        reason = maskProblem(fixedMask, "fixed")
+        if reason:
+            raise ValueError(reason)
+        self._checkDependencies()
+        from bijros.io import save_image, write_label_table
+
+        withLabels = movingSegmentation is not None and createSegmentation
+        request = JobRequest(
+            kind="registration", fixedVolume=fixedVolume, movingVolume=movingVolume,
+            movingSegmentation=movingSegmentation if withLabels else None, outputTransform=outputTransform,
+            method=engineMethod(method), createWarpedVolume=createWarpedVolume, createSegmentation=withLabels,
+            createJacobian=createJacobian, createTransform=True, fixedName=fixedVolume.GetName(),
+            movingName=movingVolume.GetName(),
+            segmentationName=f"{movingSegmentation.GetName()} on {fixedVolume.GetName()}" if withLabels else "",
+        )
+        workdir = self._workFolder()
+        try:
+            save_image(volumeNodeToImage(fixedVolume, role="fixed volume"), workdir / "fixed.nii.gz")
+            save_image(volumeNodeToImage(movingVolume, role="moving volume"), workdir / "moving.nii.gz")
+            args = ["register", "--fixed", "fixed.nii.gz", "--moving", "moving.nii.gz", *options]
+            if fixedMask is not None:
+                save_image(maskImage(fixedMask, fixedVolume, self.scene), workdir / "fixed_mask.nii.gz")
+                args += ["--fixed-mask", "fixed_mask.nii.gz"]
+            warning = crossContrastWarning(method, fixedVolume, movingVolume, affineMetric)
+            if warning:
+                request.warnings.append(warning)
+            if withLabels:
+                labels = segmentationToLabelImage(movingSegmentation, movingVolume, self.scene)
+                save_image(labels, workdir / "moving_labels.nii.gz")
+                write_label_table(labels.label_table, workdir / "moving_labels.csv")
+                request.labelTable = labels.label_table
+                request.terminology = segmentTerminology(movingSegmentation)
+                args += ["--moving-labels", "moving_labels.nii.gz", "--labels-table", "moving_labels.csv"]
+            return self._launch(args, workdir, request)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+
+    def register(self, fixedVolume, movingVolume, **kwargs) -> dict:
+        """Blocking registration: start, wait, create the nodes; returns ``finishJob``'s dict.
+
+        Same keyword arguments as :meth:`startRegistration`. Raises ``ValueError`` for bad
+        input and ``RuntimeError`` with the engine's message when it failed.
+
+        Example: ``logic.register(fixedNode, movingNode, method="deformable")``
+        """
+        return self._blocking(self.startRegistration(fixedVolume, movingVolume, **kwargs))

@@ -1,0 +1,28 @@
+"""Run: what Apply starts (the registration, after the packages it needs) and how its results are shown.
+The button, progress, Cancel and the job's end are the shared ``BiJROSLib.panel.JobPanelMixin``."""
+
+from __future__ import annotations
+
+from BiJROSLib import dependencies
+from BiJROSLib.panel import createdNodeNames
+
+
+def requiredPackages(widget) -> list:
+    return [dependencies.REQUIRED_PACKAGES]
+
+
+def startJob(widget):
+    kwargs = widget.logic.runArguments(widget._parameterNode)
+    job = widget.logic.startRegistration(**kwargs)
+    description = (f"Registering '{kwargs['movingVolume'].GetName()}' to '{kwargs['fixedVolume'].GetName()}' "
+                   f"(method {kwargs['method']}, preset {kwargs['preset']}, device {kwargs['device']})")
+    return job, description
+
+
+def showResults(widget, nodes) -> None:
+    import slicer
+
+    widget.ui.statusLabel.text = "Done. Created: " + ", ".join(createdNodeNames(nodes)) + "."
+    fixed = widget._parameterNode.GetNodeReference("FixedVolume")
+    if nodes.get("warpedVolume") is not None:
+        slicer.util.setSliceViewerLayers(background=fixed, foreground=nodes["warpedVolume"], foregroundOpacity=0.5)
