@@ -56,16 +56,17 @@ def pythonExecutable() -> str:
 
 
 def enginePath() -> str | None:
-    """The folder that holds the ``bijros`` package (installed next to the modules, or the repo)."""
+    """The folder that holds the ``bijros`` package: the one that holds this ``BiJROSLib`` (CMake installs
+    both next to the scripted modules; a source checkout has both at its root), else wherever the
+    parent imports it from. The child process gets this folder on PYTHONPATH and nothing else."""
+    beside = Path(__file__).resolve().parents[1]
+    if (beside / "bijros" / "__init__.py").is_file():
+        return str(beside)
     import importlib.util
 
     spec = importlib.util.find_spec("bijros")
     if spec is not None and spec.origin:
         return str(Path(spec.origin).resolve().parent.parent)
-    here = Path(__file__).resolve()
-    for folder in (here.parents[1], here.parents[2]):
-        if (folder / "bijros" / "__init__.py").is_file():
-            return str(folder)
     return None
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from bijros.registration.field import folding_stats, jacobian_determinant
-
-__all__ = ["dice_per_label", "evaluate_labels", "folding_stats", "hd95", "jacobian_determinant"]
+__all__ = ["dice_per_label", "evaluate_labels", "hd95"]
 
 
 def dice_per_label(pred: np.ndarray, truth: np.ndarray, labels: list[int]) -> dict[int, float]:

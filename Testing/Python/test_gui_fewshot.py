@@ -179,3 +179,19 @@ def test_library_atlas_installs_its_package_in_a_child_process_first(fs, monkeyp
     job.cancel()
     processEventsUntil(lambda: fs._job is None, 30)
     assert "Cancelled" in fs.ui.statusLabel.text
+
+
+def test_self_test_fails_on_a_sign_flipped_transform(panel, monkeypatch):
+    pyModule = sys.modules["FewShotSegment"]
+    test = pyModule.FewShotSegmentTest()
+    real_propagate = pyModule.FewShotSegmentLogic.propagate
+
+    def flipped(self, *args, **kwargs):
+        nodes = real_propagate(self, *args, **kwargs)
+        nodes["transform"].Inverse()
+        return nodes
+
+    monkeypatch.setattr(pyModule.FewShotSegmentLogic, "propagate", flipped)
+    test.setUp()
+    with pytest.raises(AssertionError, match="mm from the atlas one"):
+        test.test_PropagationRecoversTheKnownShift()

@@ -292,3 +292,23 @@ def test_old_torch_is_offered_an_update_through_pytorchutils(reg, monkeypatch):
     errors = recorder.messages(logging.ERROR)
     assert len(errors) == 1 and "Restart Slicer" in errors[0]
     assert reg._job is None
+
+
+def test_self_test_fails_on_a_sign_flipped_transform(panel, monkeypatch):
+    """The self-test checks where the transform sends the phantom, so a flipped one fails it."""
+    _slicer, _module, _widget = panel
+    pyModule = sys.modules["BiJROSRegistration"]
+    test = pyModule.BiJROSRegistrationTest()
+    test.setUp()
+    test.test_AffineRecoversTheKnownShift()  # the real transform passes
+    real_register = pyModule.BiJROSRegistrationLogic.register
+
+    def flipped(self, *args, **kwargs):
+        nodes = real_register(self, *args, **kwargs)
+        nodes["transform"].Inverse()  # the same shift with the opposite sign
+        return nodes
+
+    monkeypatch.setattr(pyModule.BiJROSRegistrationLogic, "register", flipped)
+    test.setUp()
+    with pytest.raises(AssertionError, match="mm from the moving one"):
+        test.test_AffineRecoversTheKnownShift()

@@ -9,13 +9,13 @@ and check the extension's metadata (top-level CMakeLists.txt, BiJROS.json, icons
 from __future__ import annotations
 
 import json
-import re
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cmake_listing import cmake_calls, cmake_text, cmake_variables, module_listing
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = ("BiJROSRegistration", "FewShotSegment")
@@ -27,73 +27,6 @@ CATALOG_PROPERTIES = {"$schema", "category", "scm_url", "scm_revision", "scm_typ
 REQUIRED_EXTENSION_VARIABLES = ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS",
                                 "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS",
                                 "EXTENSION_DEPENDS")
-
-
-# ----------------------------------------------------------------------------- a small CMake reader
-
-
-def cmake_text(path: Path) -> str:
-    """CMake source without comments (a '#' outside quotes starts a comment)."""
-    lines = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        out, quoted = [], False
-        for char in line:
-            if char == '"':
-                quoted = not quoted
-            if char == "#" and not quoted:
-                break
-            out.append(char)
-        lines.append("".join(out))
-    return "\n".join(lines)
-
-
-def cmake_calls(text: str, command: str) -> list[list[str]]:
-    """Arguments of every ``command(...)`` call (quoted strings kept whole, quotes removed)."""
-    calls = []
-    for match in re.finditer(rf"\b{command}\s*\(", text, flags=re.IGNORECASE):
-        depth, i = 1, match.end()
-        while depth and i < len(text):
-            depth += {"(": 1, ")": -1}.get(text[i], 0)
-            i += 1
-        body = text[match.end(): i - 1]
-        calls.append([a[1:-1] if a.startswith('"') else a for a in re.findall(r'"[^"]*"|[^\s"]+', body)])
-    return calls
-
-
-def cmake_variables(text: str) -> dict[str, list[str]]:
-    """``set(NAME values...)`` -> {NAME: values} with ${VAR} references expanded."""
-    variables: dict[str, list[str]] = {}
-    for args in cmake_calls(text, "set"):
-        if not args:
-            continue
-        values = []
-        for value in args[1:]:
-            expanded = re.sub(r"\$\{(\w+)\}", lambda m: " ".join(variables.get(m.group(1), [m.group(0)])), value)
-            values.extend(expanded.split(";") if ";" in expanded else [expanded])
-        variables[args[0]] = values
-    return variables
-
-
-def module_listing(module: str) -> tuple[dict[str, list[str]], list[str], list[str]]:
-    """(variables, scripts, resources) listed by a module's CMakeLists.txt."""
-    text = cmake_text(REPO / module / "CMakeLists.txt")
-    variables = cmake_variables(text)
-    calls = cmake_calls(text, "slicerMacroBuildScriptedModule")
-    assert len(calls) == 1, f"{module}/CMakeLists.txt must call slicerMacroBuildScriptedModule once"
-    args = calls[0]
-    keywords = {"NAME", "SCRIPTS", "RESOURCES", "WITH_GENERIC_TESTS", "WITH_SUBDIR", "VERBOSE"}
-    sections: dict[str, list[str]] = {}
-    current = None
-    for arg in args:
-        if arg in keywords:
-            current = arg
-            sections.setdefault(arg, [])
-            continue
-        for value in re.sub(r"\$\{(\w+)\}", lambda m: ";".join(variables.get(m.group(1), [])), arg).split(";"):
-            if value and current:
-                sections[current].append(value)
-    variables["__call__"] = args
-    return variables, sections.get("SCRIPTS", []), sections.get("RESOURCES", [])
 
 
 def files_on_disk(module: str) -> tuple[set[str], set[str]]:

@@ -3,30 +3,24 @@
 Every model maps ``forward(fixed, moving)`` with ``(B, 1, D, H, W)`` inputs to a ``(B, 3, D, H, W)``
 displacement in voxel units of the input grid, components (i, j, k), resampling convention
 (see :mod:`bijros.models.spatial`); untrained models return the identity (zero flow).
-The shipped weights and their catalog live in Resources/Models (see :mod:`bijros.registration.learned`).
+The shipped weights and their catalog live in Resources/Models (see :mod:`bijros.models.library`).
+
+* :mod:`.zoo` -- ``MODELS`` (name -> class), ``build_model``, ``count_parameters``
+* :mod:`.eoir`, :mod:`.unet` -- the networks; :mod:`.spatial` -- warping and integration layers
+* :mod:`.weights` -- sha256-verified safetensors loading; :mod:`.library` -- the catalog (torch-free)
+
+The zoo names below are imported on first use, so ``bijros.models.library`` loads without torch.
 """
 
 from __future__ import annotations
 
-from torch import nn
+import importlib
 
-from bijros.models.eoir import EOIR
-from bijros.models.unet import UNet
-
-MODELS: dict[str, type[nn.Module]] = {"eoir": EOIR, "unet": UNet}
+_LAZY = ("MODELS", "build_model", "count_parameters")
+__all__ = list(_LAZY)
 
 
-def build_model(name: str, config: dict | None = None) -> nn.Module:
-    """Instantiate ``MODELS[name](**config)``; an unknown name or option is an InputError."""
-    from bijros.errors import InputError
-
-    if name not in MODELS:
-        raise InputError(f"unknown model architecture '{name}'; known: {', '.join(sorted(MODELS))}")
-    try:
-        return MODELS[name](**(config or {}))
-    except TypeError as exc:
-        raise InputError(f"bad configuration for model '{name}': {exc}") from exc
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module("bijros.models.zoo"), name)
+    raise AttributeError(f"module 'bijros.models' has no attribute '{name}'")

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import time
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -239,6 +240,7 @@ def register(
     qc["folding_fraction_all_voxels"] = float(np.mean(jac <= 0))
     report = {
         "bijros_version": bijros.__version__,
+        "bijros_path": str(Path(bijros.__file__).resolve().parent),
         "method": opts.method,
         "preset": opts.preset_name(),
         "model": model_name,

@@ -54,10 +54,7 @@ class _Application:
         self._binDir = os.path.join(self.temporaryPath, "bin")
         os.makedirs(self._binDir)
         if os.name != "nt":
-            launcher = os.path.join(self._binDir, "PythonSlicer")
-            with open(launcher, "w") as handle:
-                handle.write(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
-            os.chmod(launcher, 0o755)
+            writePythonSlicer(os.path.join(self._binDir, "PythonSlicer"))
             os.environ["PATH"] = self._binDir + os.pathsep + os.environ.get("PATH", "")
 
     def applicationDirPath(self) -> str:
@@ -84,6 +81,25 @@ class _Application:
 
     def resumeRender(self):
         pass
+
+
+def writePythonSlicer(path):
+    """A ``PythonSlicer`` stand-in: this Python with only what Slicer's own Python would have.
+
+    Slicer's PythonSlicer sees its site-packages (numpy, torch, ... as pip installed them there) and
+    the PYTHONPATH it is given (for BiJROS: the folder the extension is installed in). The test
+    venv's site-packages are given the same way, but with ``-S`` its ``.pth`` files are not run, so the
+    editable install of ``bijros`` (a .pth import hook) is invisible: the child imports the engine only
+    from the folder on PYTHONPATH, as it would in Slicer.
+    """
+    import sysconfig
+
+    sitePackages = os.pathsep.join(dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib")))
+    with open(path, "w") as handle:
+        handle.write("#!/bin/sh\n"
+                     f'PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH{os.pathsep}}}{sitePackages}" exec "{sys.executable}" -S "$@"\n')
+    os.chmod(path, 0o755)
+    return path
 
 
 def newScene():
