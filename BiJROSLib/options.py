@@ -113,5 +113,5 @@ def crossContrastWarning(method: str, fixedVolume, movingVolume, affineMetric=No
         why = f"'{ct.GetName()}' looks like CT (values below -500) and '{other.GetName()}' does not"
     if not why:
         return ""
-    return (f"The learned model is trained for same-contrast pairs, but {why}. Its field may be worse than "
-            "none here: prefer 'Instance optimisation only' for this pair.")
+    return (f"The learned model is trained for same-contrast pairs, but {why}. On held-out cross-contrast pairs it "
+            "did slightly worse than no deformation: prefer 'Instance optimisation only' here.")

@@ -312,3 +312,46 @@ def test_self_test_fails_on_a_sign_flipped_transform(panel, monkeypatch):
     test.setUp()
     with pytest.raises(AssertionError, match="mm from the moving one"):
         test.test_AffineRecoversTheKnownShift()
+
+
+def test_learned_method_on_a_cross_contrast_pair_shows_a_warning(reg):
+    ui = reg.ui
+    fixed, moving, _segmentation = synthetic(reg)
+    ui.fixedVolumeSelector.setCurrentNode(fixed)
+    ui.movingVolumeSelector.setCurrentNode(moving)
+    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("learned"))
+    assert ui.methodWarningLabel.isHidden()  # same contrast, NCC: nothing to warn about
+    ui.advancedCollapsibleButton.collapsed = False
+    ui.affineMetricComboBox.setCurrentIndex(ui.affineMetricComboBox.findData("mi"))
+    assert reg._parameterNode.GetParameter("AffineMetric") == "mi"
+    assert not ui.methodWarningLabel.isHidden() and "same-contrast" in ui.methodWarningLabel.text
+    saveScreenshot(reg.parent, "BiJROSRegistration-cross-contrast.png")
+    assert reg.logic.runArguments(reg._parameterNode)["affineMetric"] == "mi"
+    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("io"))
+    assert ui.methodWarningLabel.isHidden()  # instance optimisation alone is not trained on a contrast
+    # CT values in one volume only: the warning without being told
+    ui.affineMetricComboBox.setCurrentIndex(ui.affineMetricComboBox.findData(""))
+    import slicer
+
+    array = slicer.util.arrayFromVolume(moving)
+    array[:] = array - 1000.0
+    slicer.util.arrayFromVolumeModified(moving)
+    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("learned+io"))
+    assert not ui.methodWarningLabel.isHidden() and "looks like CT" in ui.methodWarningLabel.text
+
+
+def test_fixed_mask_reaches_the_engine(reg):
+    """A segmentation chosen as the fixed mask is exported and given to the engine (its report says so)."""
+    ui = reg.ui
+    fixed, moving, segmentation = synthetic(reg)
+    ui.fixedVolumeSelector.setCurrentNode(fixed)
+    ui.movingVolumeSelector.setCurrentNode(moving)
+    ui.fixedMaskSelector.setCurrentNode(segmentation)
+    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("affine"))
+    ui.presetComboBox.setCurrentIndex(ui.presetComboBox.findData("fast"))
+    ui.deviceComboBox.setCurrentIndex(ui.deviceComboBox.findData("cpu"))
+    assert reg._parameterNode.GetNodeReferenceID("FixedMask") == segmentation.GetID()
+    job = reg.logic.startRegistration(**reg.logic.runArguments(reg._parameterNode))
+    assert "--fixed-mask" in job.runner.command
+    nodes = reg.logic._blocking(job)
+    assert nodes["report"]["fixed_mask"]["working_voxels_inside"] > 27

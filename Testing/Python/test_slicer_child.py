@@ -78,3 +78,29 @@ def test_installed_extension_runs_from_its_own_folder(python_slicer, tmp_path):
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert found["lib"].startswith(str(layout))
     assert found["engine"] == str(layout / "bijros")
+
+
+def test_module_files_load_without_the_engine(python_slicer, tmp_path):
+    """Slicer instantiates every module at start-up: both module files load and their Module classes
+    build (title, help) while `bijros` cannot be imported at all (e.g. before its packages are installed)."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(HERE)!r})
+        sys.modules["bijros"] = None  # any import of the engine fails
+        import slicer_shell
+        slicer_shell.install()
+        import importlib.util, types
+        for name in ("BiJROSRegistration", "FewShotSegment"):
+            folder = {str(REPO)!r} + "/" + name
+            sys.path.insert(0, folder)
+            spec = importlib.util.spec_from_file_location(name, folder + "/" + name + ".py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            parent = types.SimpleNamespace(path=folder + "/" + name + ".py")
+            getattr(module, name)(parent)
+            assert parent.title and "BiJROS" in parent.acknowledgementText, name
+        assert "torch" not in sys.modules
+        print("loaded")
+    """)
+    proc = run_child(python_slicer, code, pythonpath=str(REPO), cwd=str(tmp_path))
+    assert proc.returncode == 0 and "loaded" in proc.stdout, proc.stderr[-4000:]
