@@ -55,6 +55,21 @@ class EngineLogic:
             pass
         return Path(tempfile.mkdtemp(prefix="BiJROS-", dir=base))
 
+    def _maskAndWarning(self, request, workdir: Path, mask, fixedVolume, movingVolume, method, affineMetric) -> list:
+        """Export ``mask`` (if any) for the engine; its --fixed-mask arguments. Records the cross-contrast warning."""
+        from bijros.io import save_image
+
+        from .masks import maskImage
+        from .options import crossContrastWarning
+
+        warning = crossContrastWarning(method, fixedVolume, movingVolume, affineMetric)
+        if warning:
+            request.warnings.append(warning)
+        if mask is None:
+            return []
+        save_image(maskImage(mask, fixedVolume, self.scene), workdir / "fixed_mask.nii.gz")
+        return ["--fixed-mask", "fixed_mask.nii.gz"]
+
     def _launch(self, args: list[str], workdir: Path, request: JobRequest) -> RegistrationJob:
         runner = ProcessRunner()
         job = RegistrationJob(runner, workdir, request)

@@ -36,7 +36,22 @@ class JobRequest:
     warnings: list = dataclasses.field(default_factory=list)  # shown with the result (e.g. cross-contrast)
 
 
-class RegistrationJob:
+class ChildJob:
+    """What every job run in a child process shows: the runner's state, progress, message and log."""
+
+    state = property(lambda self: self.runner.state)
+    fraction = property(lambda self: self.runner.fraction)
+    message = property(lambda self: self.runner.message)
+    error = property(lambda self: self.runner.error)
+    result = property(lambda self: self.runner.result)
+    log = property(lambda self: self.runner.log)
+
+    @property
+    def running(self) -> bool:
+        return self.state in (RUNNING, CANCELLING)
+
+
+class RegistrationJob(ChildJob):
     """One engine run: ``state``, ``fraction``, ``message``, ``error``, ``result``; ``poll()``,
     ``cancel()``, ``wait()``. Its temporary folder is removed when it fails, is cancelled, or
     its results have been imported by ``finishJob``."""
@@ -47,21 +62,9 @@ class RegistrationJob:
         self.request = request
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(workdir), True)
 
-    # state of the child process
-    state = property(lambda self: self.runner.state)
-    fraction = property(lambda self: self.runner.fraction)
-    message = property(lambda self: self.runner.message)
-    error = property(lambda self: self.runner.error)
-    result = property(lambda self: self.runner.result)
-    log = property(lambda self: self.runner.log)
-
     @property
     def outputDir(self) -> Path:
         return self.workdir / "out"
-
-    @property
-    def running(self) -> bool:
-        return self.state in (RUNNING, CANCELLING)
 
     def poll(self) -> list[dict]:
         """New progress events (non-blocking); removes the work files once failed/cancelled."""
@@ -89,7 +92,7 @@ class RegistrationJob:
 
 
 
-class InstallJob:
+class InstallJob(ChildJob):
     """``python -m pip install ...`` in a child process (Slicer's ``PythonSlicer``), so the GUI stays
     responsive: the same ``state`` / ``poll()`` / ``cancel()`` / ``wait()`` as :class:`RegistrationJob`.
     ``then`` is what the panel runs when the install succeeded (e.g. the registration it was asked for)."""
@@ -100,16 +103,6 @@ class InstallJob:
         self.runner = runner
         self.workdir = Path(workdir)
         self.then = then
-
-    state = property(lambda self: self.runner.state)
-    fraction = property(lambda self: self.runner.fraction)
-    message = property(lambda self: self.runner.message)
-    error = property(lambda self: self.runner.error)
-    log = property(lambda self: self.runner.log)
-
-    @property
-    def running(self) -> bool:
-        return self.state in (RUNNING, CANCELLING)
 
     def poll(self) -> list[dict]:
         return self.runner.poll()

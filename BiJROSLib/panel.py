@@ -53,8 +53,9 @@ class JobPanelMixin:
     #: the run button's text and tooltip when idle, and the verb for messages ("registration", "propagation")
     runText, runTip, runWhat = "Apply", "", "run"
 
-    # the module provides: runButton(), startJob() -> (job, description), showResults(nodes, seconds),
-    # requiredPackages() -> list of dependency groups (BiJROSLib.dependencies)
+    #: the module's run section: requiredPackages(widget) -> dependency groups (BiJROSLib.dependencies),
+    #: startJob(widget) -> (job, description), showResults(widget, nodes); the widget gives runButton()
+    runSection = None
 
     def allBindings(self):
         return [b for section in self.sections for b in section.bindings()]
@@ -181,13 +182,13 @@ class JobPanelMixin:
         if self._job is not None:
             self.onCancel()
             return
-        for packages in self.requiredPackages():
+        for packages in self.runSection.requiredPackages(self):
             if not self.ensureDependencies(packages, then=self.onRunButton):
                 return
         import slicer
 
         try:
-            job, description = self.startJob()
+            job, description = self.runSection.startJob(self)
         except ValueError as exc:
             slicer.util.errorDisplay(str(exc), windowTitle=f"BiJROS: cannot start the {self.runWhat}")
             return
@@ -245,7 +246,7 @@ class JobPanelMixin:
         ui.logTextEdit.appendPlainText("Created: " + ", ".join(createdNodeNames(nodes)))
         ui.qcLabel.text = qcSummary(nodes["report"], time.time() - self._startTime)
         ui.logTextEdit.appendPlainText(ui.qcLabel.text)
-        self.showResults(nodes)
+        self.runSection.showResults(self, nodes)
 
     def onCancel(self):
         import slicer

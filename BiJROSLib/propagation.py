@@ -6,9 +6,10 @@ import shutil
 
 from .engine_logic import EngineLogic, nonTransformedReason
 from .jobs import JobRequest, RegistrationJob
-from .masks import maskImage, maskProblem
-from .options import crossContrastWarning, engineArguments, engineMethod
+from .masks import maskProblem
+from .options import engineArguments, engineMethod
 from .results import segmentTerminology
+from .segmentations import segmentationProblem
 from .volumes import checkScalarVolume, segmentationToLabelImage, volumeNodeToImage
 
 
@@ -49,11 +50,7 @@ class PropagationLogic(EngineLogic):
         if atlasSegmentation is None:
             return (f"The atlas volume '{atlasVolume.GetName()}' has no segmentation: select the atlas's segmentation, "
                     "or choose an atlas from the library.")
-        if not atlasSegmentation.IsA("vtkMRMLSegmentationNode"):
-            return f"'{atlasSegmentation.GetName()}' is not a segmentation."
-        if atlasSegmentation.GetSegmentation().GetNumberOfSegments() == 0:
-            return f"The atlas segmentation '{atlasSegmentation.GetName()}' has no segments."
-        return ""
+        return segmentationProblem(atlasSegmentation, "atlas")
 
     def startPropagation(
         self, targetVolume, atlasVolume=None, atlasSegmentation=None, atlasName: str | None = None,
@@ -112,12 +109,7 @@ class PropagationLogic(EngineLogic):
                     args.append("--resample-labels")
             request.segmentationName = f"{targetVolume.GetName()} {request.movingName} labels"
             args += ["--target", "target.nii.gz", *options]
-            if targetMask is not None:
-                save_image(maskImage(targetMask, targetVolume, self.scene), workdir / "target_mask.nii.gz")
-                args += ["--fixed-mask", "target_mask.nii.gz"]
-            warning = crossContrastWarning(method, targetVolume, atlasVolume, affineMetric)
-            if warning:
-                request.warnings.append(warning)
+            args += self._maskAndWarning(request, workdir, targetMask, targetVolume, atlasVolume, method, affineMetric)
             return self._launch(args, workdir, request)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)

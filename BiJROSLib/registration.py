@@ -6,9 +6,10 @@ import shutil
 
 from .engine_logic import EngineLogic, nonTransformedReason
 from .jobs import JobRequest, RegistrationJob
-from .masks import maskImage, maskProblem
-from .options import crossContrastWarning, engineArguments, engineMethod
+from .masks import maskProblem
+from .options import engineArguments, engineMethod
 from .results import segmentTerminology
+from .segmentations import segmentationProblem
 from .volumes import checkScalarVolume, segmentationToLabelImage, volumeNodeToImage
 
 
@@ -25,10 +26,7 @@ class RegistrationLogic(EngineLogic):
             return (f"The fixed and moving volumes are the same volume ('{fixedVolume.GetName()}'); "
                     "select two different volumes.")
         if movingSegmentation is not None:
-            if not movingSegmentation.IsA("vtkMRMLSegmentationNode"):
-                return f"'{movingSegmentation.GetName()}' is not a segmentation."
-            if movingSegmentation.GetSegmentation().GetNumberOfSegments() == 0:
-                return f"The moving segmentation '{movingSegmentation.GetName()}' has no segments."
+            return segmentationProblem(movingSegmentation, "moving")
         return ""
 
     def startRegistration(
@@ -79,12 +77,7 @@ class RegistrationLogic(EngineLogic):
             save_image(volumeNodeToImage(fixedVolume, role="fixed volume"), workdir / "fixed.nii.gz")
             save_image(volumeNodeToImage(movingVolume, role="moving volume"), workdir / "moving.nii.gz")
             args = ["register", "--fixed", "fixed.nii.gz", "--moving", "moving.nii.gz", *options]
-            if fixedMask is not None:
-                save_image(maskImage(fixedMask, fixedVolume, self.scene), workdir / "fixed_mask.nii.gz")
-                args += ["--fixed-mask", "fixed_mask.nii.gz"]
-            warning = crossContrastWarning(method, fixedVolume, movingVolume, affineMetric)
-            if warning:
-                request.warnings.append(warning)
+            args += self._maskAndWarning(request, workdir, fixedMask, fixedVolume, movingVolume, method, affineMetric)
             if withLabels:
                 labels = segmentationToLabelImage(movingSegmentation, movingVolume, self.scene)
                 save_image(labels, workdir / "moving_labels.nii.gz")

@@ -128,3 +128,12 @@ def jacobianImageToVolumeNode(jacobian: Image, name: str, referenceVolumeNode, s
     volumeNode.SetAttribute("BiJROS.Role", "JacobianDeterminant")
     placeBeside(volumeNode, referenceVolumeNode, scene)
     return volumeNode
+
+
+def segmentationProblem(node, role: str) -> str:
+    """'' when ``node`` is a segmentation with at least one segment, else why not (``role``: "moving", "atlas")."""
+    if not node.IsA("vtkMRMLSegmentationNode"):
+        return f"'{node.GetName()}' is not a segmentation."
+    if node.GetSegmentation().GetNumberOfSegments() == 0:
+        return f"The {role} segmentation '{node.GetName()}' has no segments."
+    return ""

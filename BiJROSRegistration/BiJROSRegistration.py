@@ -52,6 +52,7 @@ class BiJROSRegistrationWidget(JobPanelMixin, ScriptedLoadableModuleWidget, VTKO
     """The panel. All its state is in the module's parameter node (saved with the scene)."""
 
     sections = SECTIONS
+    runSection = run  # what the run button starts, and how its results are shown
     runText, runTip, runWhat = "Apply", "Register the moving volume to the fixed volume.", "registration"
 
     def __init__(self, parent=None):
@@ -84,15 +85,6 @@ class BiJROSRegistrationWidget(JobPanelMixin, ScriptedLoadableModuleWidget, VTKO
 
     def runButton(self):
         return self.ui.applyButton
-
-    def requiredPackages(self):
-        return run.requiredPackages(self)
-
-    def startJob(self):
-        return run.startJob(self)
-
-    def showResults(self, nodes):
-        run.showResults(self, nodes)
 
 
 class BiJROSRegistrationLogic(ScriptedLoadableModuleLogic, RegistrationLogic):

@@ -56,6 +56,7 @@ class FewShotSegmentWidget(JobPanelMixin, ScriptedLoadableModuleWidget, VTKObser
     """The panel. All its state is in the module's parameter node (saved with the scene)."""
 
     sections = SECTIONS
+    runSection = run  # what the run button starts, and how its results are shown
     runText = "Propagate"
     runTip = "Register the atlas to the target and propagate its segments."
     runWhat = "propagation"
@@ -91,15 +92,6 @@ class FewShotSegmentWidget(JobPanelMixin, ScriptedLoadableModuleWidget, VTKObser
 
     def runButton(self):
         return self.ui.propagateButton
-
-    def requiredPackages(self):
-        return run.requiredPackages(self)
-
-    def startJob(self):
-        return run.startJob(self)
-
-    def showResults(self, nodes):
-        run.showResults(self, nodes)
 
 
 class FewShotSegmentLogic(ScriptedLoadableModuleLogic, PropagationLogic):
