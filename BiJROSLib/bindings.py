@@ -8,7 +8,8 @@ node stores strings, as ``vtkMRMLScriptedModuleNode`` does, and is saved with th
 Kinds: ``node`` (qMRMLNodeComboBox <-> node reference), ``choice`` (QComboBox item data),
 ``bool`` (QCheckBox / QRadioButton; stored as "true"/"false", or as the two ``states`` given:
 ``states=("scene", "library")`` stores "scene" when checked), ``float`` (QDoubleSpinBox; 0 means "from the preset"),
-``text`` (QLineEdit).
+``text`` (QLineEdit), ``int`` (QSpinBox), ``radio`` (a group of QRadioButtons: ``widget`` lists their
+names joined by "|", ``states`` what each stores).
 
 (Slicer's ``parameterNodeWrapper`` does the same with typed classes; the slicer-core wheel that
 the headless tests run on does not ship it, so the panels keep this small, tested table.)
@@ -24,6 +25,8 @@ SIGNALS = {
     "bool": "toggled(bool)",
     "float": "valueChanged(double)",
     "text": "textChanged(QString)",
+    "int": "valueChanged(int)",
+    "radio": "toggled(bool)",
 }
 
 
@@ -46,12 +49,18 @@ def setDefaults(parameterNode, bindings) -> None:
 def connect(ui, bindings, slot) -> None:
     """Call ``slot`` whenever one of the bound widgets changes."""
     for b in bindings:
-        getattr(ui, b.widget).connect(SIGNALS[b.kind], slot)
+        for name in b.widget.split("|"):
+            getattr(ui, name).connect(SIGNALS[b.kind], slot)
 
 
 def updateWidgets(ui, parameterNode, bindings) -> None:
     """Parameter node -> widgets (the caller blocks the widgets -> parameter node direction meanwhile)."""
     for b in bindings:
+        if b.kind == "radio":
+            stored = parameterNode.GetParameter(b.parameter) or b.default
+            for name, state in zip(b.widget.split("|"), b.states):
+                getattr(ui, name).checked = state == stored
+            continue
         widget = getattr(ui, b.widget)
         if b.kind == "node":
             widget.setCurrentNode(parameterNode.GetNodeReference(b.parameter))
@@ -62,6 +71,8 @@ def updateWidgets(ui, parameterNode, bindings) -> None:
             widget.checked = parameterNode.GetParameter(b.parameter) == b.states[0]
         elif b.kind == "float":
             widget.value = _float(parameterNode.GetParameter(b.parameter))
+        elif b.kind == "int":
+            widget.value = int(_float(parameterNode.GetParameter(b.parameter) or b.default))
         elif b.kind == "text" and widget.text != parameterNode.GetParameter(b.parameter):
             widget.text = parameterNode.GetParameter(b.parameter)
 
@@ -71,6 +82,10 @@ def updateParameters(ui, parameterNode, bindings) -> None:
     wasModified = parameterNode.StartModify()
     try:
         for b in bindings:
+            if b.kind == "radio":
+                checked = [s for n, s in zip(b.widget.split("|"), b.states) if getattr(ui, n).checked]
+                parameterNode.SetParameter(b.parameter, checked[0] if checked else b.default)
+                continue
             widget = getattr(ui, b.widget)
             if b.kind == "node":
                 parameterNode.SetNodeReferenceID(b.parameter, widget.currentNodeID)
@@ -78,7 +93,7 @@ def updateParameters(ui, parameterNode, bindings) -> None:
                 parameterNode.SetParameter(b.parameter, widget.currentData or b.default)
             elif b.kind == "bool":
                 parameterNode.SetParameter(b.parameter, b.states[0] if widget.checked else b.states[1])
-            elif b.kind == "float":
+            elif b.kind in ("float", "int"):
                 parameterNode.SetParameter(b.parameter, str(widget.value))
             elif b.kind == "text":
                 parameterNode.SetParameter(b.parameter, widget.text.strip())
@@ -100,6 +115,10 @@ def values(parameterNode, bindings) -> dict:
         elif b.kind == "float":
             number = _float(text)
             result[b.parameter] = number if number > 0 else None
+        elif b.kind == "int":
+            result[b.parameter] = int(_float(text or b.default))
+        elif b.kind == "radio":
+            result[b.parameter] = text or b.default
         else:
             result[b.parameter] = text or None
     return result

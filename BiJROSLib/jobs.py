@@ -18,7 +18,7 @@ from .process import CANCELLED, CANCELLING, FAILED, RUNNING, ProcessRunner
 class JobRequest:
     """What a job was asked to make (kept until its results are imported)."""
 
-    kind: str  # "registration" | "propagation"
+    kind: str  # "registration" | "propagation" | "multi-atlas" | "ranking"
     fixedVolume: object
     movingVolume: object | None
     movingSegmentation: object | None
@@ -34,6 +34,7 @@ class JobRequest:
     labelTable: object | None = None
     terminology: dict = dataclasses.field(default_factory=dict)
     warnings: list = dataclasses.field(default_factory=list)  # shown with the result (e.g. cross-contrast)
+    createConfidence: bool = False  # multi-atlas: the fused labels' confidence as a volume
 
 
 class ChildJob:

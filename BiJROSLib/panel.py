@@ -32,7 +32,7 @@ def qcSummary(report: dict, wallSeconds: float | None = None) -> str:
 def createdNodeNames(nodes: dict) -> list[str]:
     """Names of the nodes a finished job created (``finishJob``'s dict), each once, in order."""
     return list(dict.fromkeys(node.GetName() for key, node in nodes.items()
-                              if key not in ("report", "warnings") and node is not None))
+                              if key not in ("report", "warnings", "ranking") and node is not None))
 
 
 class JobPanelMixin:
@@ -196,6 +196,10 @@ class JobPanelMixin:
             logging.exception("BiJROS could not start")
             slicer.util.errorDisplay(f"BiJROS could not start the {self.runWhat}:\n\n{exc}", windowTitle="BiJROS")
             return
+        self.trackJob(job, description)
+
+    def trackJob(self, job, description: str) -> None:
+        """Show a started engine job in the panel (progress, log, Cancel) until it ends."""
         self._job = job
         self._startTime = time.time()
         self._lastMessage = ""
@@ -243,7 +247,9 @@ class JobPanelMixin:
             slicer.util.errorDisplay(str(exc), windowTitle="BiJROS")
             return
         ui.progressBar.value = 100
-        ui.logTextEdit.appendPlainText("Created: " + ", ".join(createdNodeNames(nodes)))
+        created = createdNodeNames(nodes)
+        if created:
+            ui.logTextEdit.appendPlainText("Created: " + ", ".join(created))
         ui.qcLabel.text = qcSummary(nodes["report"], time.time() - self._startTime)
         ui.logTextEdit.appendPlainText(ui.qcLabel.text)
         self.runSection.showResults(self, nodes)
@@ -275,7 +281,9 @@ class JobPanelMixin:
             self.ui.logTextEdit.appendPlainText(prefix + message)
         self.ui.progressBar.value = round(100 * job.fraction)
         if job.message:
-            self.ui.statusLabel.text = job.message
+            eta = getattr(job.runner, "etaSeconds", None) if job.state == "running" else None
+            self.ui.statusLabel.text = job.message + (f" (about {eta:.0f} s left)" if isinstance(eta, (int, float))
+                                                      and eta >= 1 else "")
         if job.state in FINISHED_STATES:
             self.pollTimer.stop()
             self._job = None

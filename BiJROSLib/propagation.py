@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import shutil
 
-from .engine_logic import EngineLogic, nonTransformedReason
+from .engine_logic import nonTransformedReason
 from .jobs import JobRequest, RegistrationJob
 from .masks import maskProblem
+from .multi_atlas import MultiAtlasLogic
 from .options import engineArguments, engineMethod
 from .results import segmentTerminology
 from .segmentations import segmentationProblem
 from .volumes import checkScalarVolume, segmentationToLabelImage, volumeNodeToImage
 
 
-class PropagationLogic(EngineLogic):
+class PropagationLogic(MultiAtlasLogic):
     """One-shot label propagation: an atlas's segmentation carried onto a target volume."""
 
     def atlasNames(self) -> list[str]:

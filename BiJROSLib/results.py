@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 
 from .scene import SceneTransaction
-from .segmentations import jacobianImageToVolumeNode, labelImageToSegmentationNode, placeBeside
+from .segmentations import (
+    confidenceImageToVolumeNode,
+    jacobianImageToVolumeNode,
+    labelImageToSegmentationNode,
+    placeBeside,
+)
 from .transforms import gridTransformNodeFromFile, linearTransformNodeFromFile, transformName
 from .volumes import imageToVolumeNode
 
@@ -19,7 +24,8 @@ def importResults(job, scene) -> dict:
         if node is not None and not scene.IsNodePresent(node):
             raise RuntimeError(f"The {role} was removed from the scene during the run; nothing was added.")
     results: dict = {"transform": None, "affineTransform": None, "warpedVolume": None,
-                     "segmentation": None, "jacobianVolume": None, "report": {}, "warnings": list(request.warnings)}
+                     "segmentation": None, "jacobianVolume": None, "confidenceVolume": None, "ranking": None,
+                     "report": {}, "warnings": list(request.warnings)}
     fixed = request.fixedVolume
     name = transformName(request.movingName, request.fixedName)
     try:
@@ -58,6 +64,11 @@ def importResults(job, scene) -> dict:
             if request.createJacobian:
                 results["jacobianVolume"] = jacobianImageToVolumeNode(
                     load_image(out / "jacobian.nii.gz"), f"{name} Jacobian", fixed, scene)
+            if (out / "atlases.json").is_file():
+                results["ranking"] = json.loads((out / "atlases.json").read_text(encoding="utf-8"))["ranking"]
+            if request.createConfidence:
+                results["confidenceVolume"] = confidenceImageToVolumeNode(
+                    load_image(out / "confidence.nii.gz"), f"{request.segmentationName} confidence", fixed, scene)
     except Exception as exc:
         raise RuntimeError(f"BiJROS could not add its results to the scene ({exc}); the scene is unchanged.") from exc
     return results

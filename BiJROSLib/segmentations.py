@@ -130,6 +130,20 @@ def jacobianImageToVolumeNode(jacobian: Image, name: str, referenceVolumeNode, s
     return volumeNode
 
 
+def confidenceImageToVolumeNode(confidence: Image, name: str, referenceVolumeNode, scene):
+    """Scalar volume of the label-fusion confidence (0..1: the share of the atlases' votes the chosen label got)."""
+    volumeNode = imageToVolumeNode(confidence, name, scene)
+    display = volumeNode.GetDisplayNode()
+    colorNode = scene.GetFirstNodeByName("Grey") if scene.GetFirstNodeByName("Grey") else None
+    if colorNode is not None:
+        display.SetAndObserveColorNodeID(colorNode.GetID())
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, 1.0)
+    volumeNode.SetAttribute("BiJROS.Role", "FusionConfidence")
+    placeBeside(volumeNode, referenceVolumeNode, scene)
+    return volumeNode
+
+
 def segmentationProblem(node, role: str) -> str:
     """'' when ``node`` is a segmentation with at least one segment, else why not (``role``: "moving", "atlas")."""
     if not node.IsA("vtkMRMLSegmentationNode"):

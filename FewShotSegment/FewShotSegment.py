@@ -14,6 +14,7 @@ import slicer
 from FewShotSegmentPanel import run
 from FewShotSegmentPanel.advanced import AdvancedSection
 from FewShotSegmentPanel.atlas import AtlasSection
+from FewShotSegmentPanel.selection import SelectionSection
 from FewShotSegmentPanel.target import TargetSection
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -28,7 +29,7 @@ from BiJROSLib.logic import PropagationLogic
 from BiJROSLib.panel import JobPanelMixin
 
 README_URL = "https://github.com/bijros/SlicerBiJROS#readme"
-SECTIONS = (TargetSection, AtlasSection, AdvancedSection)
+SECTIONS = (TargetSection, AtlasSection, SelectionSection, AdvancedSection)
 
 
 class FewShotSegment(ScriptedLoadableModule):
@@ -45,8 +46,10 @@ Segments a target volume from one labelled example (an atlas): the atlas is regi
 target (optionally only inside a mask of the target) and its segments are propagated with their
 names and colours. The atlas is a volume and segmentation from the scene, or one from the BiJROS
 atlas library (brain MRI). The engine runs in the background: Slicer stays responsive and Cancel stops it.
-Not in this version yet: automatic atlas selection and fusion, cohort one-shot learning (Bi-JROS, BRBS)
-and few-shot slice segmentation (GMRD).
+With several atlases from a library (a folder of labelled images), the atlases are ranked for the target,
+the best ones registered and their labels fused (majority vote or locally weighted voting), with a
+confidence volume. Not in this version yet: cohort one-shot learning (Bi-JROS, BRBS) and few-shot slice
+segmentation (GMRD).
 See the <a href="{README_URL}">BiJROS documentation</a> for the console API and examples.
 """
         self.parent.acknowledgementText = ACKNOWLEDGEMENT
@@ -136,6 +139,16 @@ class FewShotSegmentLogic(ScriptedLoadableModuleLogic, PropagationLogic):
             "createJacobian": v["CreateJacobian"],
         }
 
+    def libraryRunArguments(self, parameterNode):
+        """Keyword arguments of :meth:`startLibraryPropagation` from the panel's parameter node."""
+        v = values(parameterNode, [b for s in SECTIONS for b in s.bindings()])
+        return {
+            "targetVolume": v["TargetVolume"], "atlasLibrary": v["MultiAtlasLibrary"], "topK": v["TopK"],
+            "fusion": v["Fusion"] or "weighted", "method": v["Method"] or "deformable", "preset": v["Preset"],
+            "device": v["Device"] or "auto", "affineMetric": v["AffineMetric"],
+            "createConfidence": v["CreateConfidence"],
+        }
+
     def inputProblem(self, parameterNode):
         """'' when the panel's inputs can run, else what is missing or wrong (Propagate's tooltip)."""
         if parameterNode is None:
@@ -143,6 +156,11 @@ class FewShotSegmentLogic(ScriptedLoadableModuleLogic, PropagationLogic):
         args = self.runArguments(parameterNode)
         if args["targetVolume"] is None:
             return "Select the target volume."
+        if parameterNode.GetParameter("AtlasSource") == "multi":
+            if parameterNode.GetNodeReference("TargetMask") is not None:
+                return "A target mask is not supported with several atlases yet; clear the mask or use one atlas."
+            return (self._targetProblem(args["targetVolume"])
+                    or self.libraryProblem(parameterNode.GetParameter("MultiAtlasLibrary")))
         if parameterNode.GetParameter("AtlasSource") == "scene":
             if args["atlasVolume"] is None:
                 return "Select the atlas volume (or choose an atlas from the library)."

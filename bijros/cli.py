@@ -4,6 +4,8 @@
     bijros propagate --atlas IMG --atlas-labels LAB --target IMG --out DIR [options]
     bijros evaluate  --pred LAB --truth LAB [--exclude 0,15,...]
     bijros demo      --out DIR
+    bijros propagate --atlas-library NAME|DIR [--top-k K] [--fusion vote|weighted] --target IMG --out DIR
+    bijros atlas add DIR [--name N] | list | remove NAME
     bijros atlases | models
     bijros train-registration --config FILE --out DIR
 
@@ -67,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     prop.add_argument("--atlas-labels", default=None, help="atlas label map on the atlas image's grid")
     prop.add_argument("--atlas-name", default=None,
                       help="an atlas from the built-in library instead of --atlas/--atlas-labels (see `bijros atlases`)")
+    prop.add_argument("--atlas-library", default=None,
+                      help="multi-atlas: an added library's name (`bijros atlas list`) or a folder of image/label pairs "
+                           "(images/X + labels/X, or <id>_t1 + <id>_labels with one labels.csv); the atlases are "
+                           "ranked for the target, the top --top-k registered and their labels fused")
+    prop.add_argument("--top-k", type=int, default=None,
+                      help="multi-atlas: how many of the best-ranked atlases to fuse (default 0 = all)")
+    prop.add_argument("--fusion", default="weighted", choices=["vote", "weighted"],
+                      help="multi-atlas label fusion: majority vote, or locally weighted voting (default)")
     prop.add_argument("--target", required=True)
     _add_run_options(prop)
 
@@ -77,6 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-hd95", action="store_true", help="skip HD95 (faster)")
 
     sub.add_parser("atlases", help="list the built-in atlas library")
+    atl = sub.add_parser("atlas", help="atlas libraries: add a folder of image/label pairs, list, remove")
+    atl_sub = atl.add_subparsers(dest="atlas_command", required=True)
+    add = atl_sub.add_parser("add", help="remember a folder of image/label pairs as a library (nothing is copied)")
+    add.add_argument("folder")
+    add.add_argument("--name", default=None, help="library name (default: the folder's name)")
+    atl_sub.add_parser("list", help="the built-in atlases and the added libraries")
+    rem = atl_sub.add_parser("remove", help="forget an added library (its files are not touched)")
+    rem.add_argument("name")
+    rank = atl_sub.add_parser("rank", help="rank a library's atlases for a target (affine, then NCC); writes atlases.json")
+    rank.add_argument("--library", required=True, help="an added library's name or a folder of image/label pairs")
+    rank.add_argument("--target", required=True)
+    rank.add_argument("--out", required=True, help="output folder: atlases.json (the ranking) and report.json")
+    rank.add_argument("--device", default="auto")
+    rank.add_argument("--affine-metric", default=None, choices=["ncc", "mi"])
+    rank.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
     sub.add_parser("models", help="list the learned model library (Resources/Models/catalog.json)")
 
     demo = sub.add_parser("demo", help="propagate the built-in default atlas onto a brain shipped with nilearn")
@@ -259,6 +284,139 @@ def _atlas_paths(args) -> tuple[str, str]:
     return args.atlas, args.atlas_labels
 
 
+def cmd_atlas(args) -> int:
+    from bijros.atlas import folders
+    from bijros.atlas.library import catalog_atlases
+
+    if args.atlas_command == "rank":
+        return cmd_rank(args)
+    if args.atlas_command == "add":
+        name, library = folders.add_library(args.folder, args.name)
+        print(f"added atlas library '{name}': {len(library.atlases)} atlases in {library.folder}")
+        for line in library.skipped:
+            print(f"  skipped {line}", file=sys.stderr)
+    elif args.atlas_command == "remove":
+        folder = folders.remove_library(args.name)
+        print(f"removed atlas library '{args.name}' ({folder}; its files are untouched)")
+    else:
+        for atlas in catalog_atlases():
+            print(f"{atlas.name} (built-in): {atlas.title}")
+        for name, folder in folders.user_libraries().items():
+            try:
+                count = f"{len(folders.discover_atlases(folder).atlases)} atlases"
+            except BijrosError as exc:
+                count = f"unusable: {exc}"
+            print(f"{name} (library): {folder}, {count}")
+    return 0
+
+
+def _library_and_target(library_arg: str, target_path: str):
+    from bijros.atlas.folders import resolve_library
+    from bijros.atlas.multi import load_library_atlases
+    from bijros.io import load_image
+    from bijros.registration.preprocess import check_intensity_image
+
+    library = resolve_library(library_arg)
+    atlases, unreadable = load_library_atlases(library.atlases)
+    skipped = library.skipped + unreadable
+    for line in skipped:
+        print(f"bijros: skipped atlas {line}", file=sys.stderr)
+    if not atlases:
+        raise BijrosError(f"The atlas library {library_arg} has no usable atlas (skipped: {'; '.join(skipped)}).")
+    target = load_image(target_path)
+    check_intensity_image(target, "target")
+    return atlases, skipped, target
+
+
+def cmd_rank(args) -> int:
+    """atlas rank: the ranking alone (what the panel's "Rank for this target" shows)."""
+    import dataclasses
+    import time
+
+    from bijros.atlas.multi import rank_atlases
+    from bijros.device import resolve_device
+    from bijros.io.outputs import check_out_dir, write_files, write_json
+    from bijros.registration.pipeline import RegistrationOptions
+
+    resolve_device(args.device)
+    check_out_dir(args.out)
+    atlases, skipped, target = _library_and_target(args.library, args.target)
+    options = dataclasses.replace(RegistrationOptions(device=args.device), affine_metric=args.affine_metric)
+    from bijros.progress import Progress
+
+    progress, close = _progress(args.progress)
+    progress = Progress(progress.sink, {"rank": 1.0})
+    t0 = time.perf_counter()
+    try:
+        ranked = rank_atlases(target, atlases, options, progress.stage("rank"))
+        ranking = [{"rank": r + 1, "name": a.name, "score": round(float(s), 5), "seconds": round(sec, 2)}
+                   for r, (s, a, _aff, sec) in enumerate(ranked)]
+        report = {"mode": "atlas ranking", "ranking_metric": "NCC after affine, inside the target's foreground",
+                  "library_size": len(atlases), "skipped": skipped,
+                  "seconds": {"total": round(time.perf_counter() - t0, 2)}}
+        written = write_files({"atlases.json": lambda path: write_json({"ranking": ranking}, path),
+                               "report.json": lambda path: write_json(report, path)}, args.out)
+        progress.done("done")
+    finally:
+        close()
+    message = f"ranked {len(ranking)} atlases in {report['seconds']['total']:.1f} s; best {ranking[0]['name']}"
+    if args.progress == "json":
+        print(json.dumps({"stage": "result", "fraction": 1.0, "message": message, "out": str(args.out),
+                          "files": sorted(written), "ranking": ranking, "seconds": report["seconds"]}))
+    else:
+        print(message, file=sys.stderr)
+        for r in ranking:
+            print(f"  {r['rank']:>3}. {r['name']:<24} NCC {r['score']:.4f}", file=sys.stderr)
+    return 0
+
+
+def cmd_propagate_library(args) -> int:
+    """propagate --atlas-library: rank, register the top k, fuse; writes labels, confidence, atlases.json."""
+    from bijros.atlas.multi import MultiAtlasOptions, propagate_library
+    from bijros.device import resolve_device
+    from bijros.io.outputs import check_out_dir, write_multi_atlas_outputs
+
+    if args.atlas or args.atlas_labels or args.atlas_name:
+        raise BijrosError("Give either --atlas-library or a single atlas (--atlas/--atlas-labels or --atlas-name).")
+    if args.fixed_mask:
+        raise BijrosError("--fixed-mask is not supported with --atlas-library yet; use single-atlas propagation.")
+    options = _options(args)
+    options.validate()
+    resolve_device(options.device)
+    check_out_dir(args.out)
+    atlases, skipped, target = _library_and_target(args.atlas_library, args.target)
+    multi = MultiAtlasOptions(top_k=args.top_k or 0, fusion=args.fusion, registration=options)
+    multi.validate(len(atlases))
+    from bijros.atlas.multi import MULTI_STAGES
+    from bijros.progress import Progress
+
+    progress, close = _progress(args.progress)
+    progress = Progress(progress.sink, MULTI_STAGES)
+    try:
+        result = propagate_library(target, atlases, multi, progress=progress)
+        result.report["skipped"] = skipped
+        progress.stage("write")(0.0, "writing outputs")
+        written = write_multi_atlas_outputs(result, args.out)
+        progress.done("done")
+    finally:
+        close()
+    used = [r for r in result.ranking if r["used"]]
+    message = (f"fused {len(used)} of {len(result.ranking)} atlases ({result.report['fusion']}) in "
+               f"{result.report['seconds']['total']:.1f} s; best-ranked {result.ranking[0]['name']} "
+               f"(NCC {result.ranking[0]['score']:.3f}); wrote {', '.join(written)}")
+    for note in result.notes:
+        print(f"bijros: note: {note}", file=sys.stderr)
+    if args.progress == "json":
+        print(json.dumps({"stage": "result", "fraction": 1.0, "message": message, "out": str(args.out),
+                          "files": sorted(written), "ranking": result.ranking, "seconds": result.report["seconds"]}))
+    elif args.progress == "bar":
+        print(message, file=sys.stderr)
+        for r in result.ranking:
+            print(f"  {r['rank']:>3}. {r['name']:<24} NCC {r['score']:.4f}{'  (fused)' if r['used'] else ''}",
+                  file=sys.stderr)
+    return 0
+
+
 def cmd_models() -> int:
     from bijros.models.library import load_catalog, models_dir
 
@@ -293,9 +451,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "register":
             run_registration(args.fixed, args.moving, args.moving_labels, args)
+        elif args.command == "propagate" and args.atlas_library:
+            return cmd_propagate_library(args)
         elif args.command == "propagate":
+            if args.top_k is not None:
+                raise BijrosError("--top-k needs --atlas-library (a library to choose the atlases from).")
             atlas, labels = _atlas_paths(args)
             run_registration(args.target, atlas, labels, args)
+        elif args.command == "atlas":
+            return cmd_atlas(args)
         elif args.command == "atlases":
             from bijros.atlas.library import get_atlas, list_atlases
 

@@ -1,4 +1,5 @@
-"""Atlas: one from the library (the engine's atlas catalog) or a volume + segmentation from the scene."""
+"""Atlas: one built-in atlas (the engine's catalog), a volume + segmentation from the scene, or several atlases
+of a library (ranked and fused: the Atlas selection section)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ class AtlasSection:
     @staticmethod
     def bindings():
         return [
-            Binding("sceneAtlasRadioButton", "AtlasSource", "bool", "library", states=("scene", "library")),
+            Binding("libraryAtlasRadioButton|sceneAtlasRadioButton|multiAtlasRadioButton", "AtlasSource", "radio",
+                    "library", states=("library", "scene", "multi")),
             Binding("atlasLibraryComboBox", "AtlasName", "choice", ""),
             Binding("atlasVolumeSelector", "AtlasVolume", "node"),
             Binding("atlasSegmentationSelector", "AtlasSegmentation", "node"),
@@ -29,13 +31,11 @@ class AtlasSection:
     @staticmethod
     def refresh(widget):
         ui = widget.ui
-        fromLibrary = widget._parameterNode.GetParameter("AtlasSource") != "scene"
-        ui.libraryAtlasRadioButton.checked = fromLibrary
-        ui.sceneAtlasRadioButton.checked = not fromLibrary
+        source = widget._parameterNode.GetParameter("AtlasSource") or "library"
         for control in (ui.atlasLibraryComboBox, ui.atlasInfoLabel):
-            control.enabled = fromLibrary
+            control.enabled = source == "library"
         for control in (ui.atlasVolumeSelector, ui.atlasSegmentationSelector):
-            control.enabled = not fromLibrary
+            control.enabled = source == "scene"
         showAtlasInfo(widget, ui.atlasLibraryComboBox.currentData)
 
 

@@ -1,21 +1,31 @@
-"""Run: what Propagate starts (the propagation, after the packages it needs: a library atlas also needs
-the package that ships its files) and how its results are shown. The button, progress, Cancel and the
-job's end are the shared ``BiJROSLib.panel.JobPanelMixin``."""
+"""Run: what Propagate starts (single-atlas propagation, or ranking + registration + fusion of several
+atlases of a library, after the packages they need: a built-in atlas also needs the package that ships
+its files) and how the results are shown. The button, progress, Cancel and the job's end are the shared
+``BiJROSLib.panel.JobPanelMixin``; "Rank for this target" runs through the same job machinery."""
 
 from __future__ import annotations
 
 from BiJROSLib import dependencies
 
+from .selection import storeRanking
+
 
 def requiredPackages(widget) -> list:
     groups = [dependencies.REQUIRED_PACKAGES]
-    if widget._parameterNode.GetParameter("AtlasSource") != "scene":
+    if (widget._parameterNode.GetParameter("AtlasSource") or "library") == "library":
         groups.append(dependencies.ATLAS_PACKAGES)
     return groups
 
 
 def startJob(widget):
-    kwargs = widget.logic.runArguments(widget._parameterNode)
+    node = widget._parameterNode
+    if node.GetParameter("AtlasSource") == "multi":
+        kwargs = widget.logic.libraryRunArguments(node)
+        job = widget.logic.startLibraryPropagation(**kwargs)
+        count = "all atlases" if not kwargs["topK"] else f"the best {kwargs['topK']} atlases"
+        return job, (f"Propagating {count} of '{kwargs['atlasLibrary']}' to '{kwargs['targetVolume'].GetName()}' "
+                     f"(ranked, then fused by {kwargs['fusion']}; method {kwargs['method']}, device {kwargs['device']})")
+    kwargs = widget.logic.runArguments(node)
     job = widget.logic.startPropagation(**kwargs)
     atlas = kwargs["atlasVolume"].GetName() if kwargs["atlasVolume"] is not None else kwargs["atlasName"]
     description = (f"Propagating atlas '{atlas or 'library default'}' to '{kwargs['targetVolume'].GetName()}' "
@@ -26,7 +36,15 @@ def startJob(widget):
 def showResults(widget, nodes) -> None:
     import slicer
 
+    if nodes.get("ranking") is not None:
+        storeRanking(widget, nodes["ranking"])
     segmentation = nodes["segmentation"]
+    if segmentation is None:  # a ranking
+        best = nodes["ranking"][0]
+        widget.ui.statusLabel.text = (f"Ranked {len(nodes['ranking'])} atlases; best: {best['name']} "
+                                      f"(NCC {best['score']:.3f}).")
+        return
     segments = segmentation.GetSegmentation().GetNumberOfSegments()
-    widget.ui.statusLabel.text = f"Done. '{segmentation.GetName()}' has {segments} segments."
+    fused = f", fused from {sum(r['used'] for r in nodes['ranking'])} atlases" if nodes.get("ranking") else ""
+    widget.ui.statusLabel.text = f"Done. '{segmentation.GetName()}' has {segments} segments{fused}."
     slicer.util.setSliceViewerLayers(background=widget._parameterNode.GetNodeReference("TargetVolume"))

@@ -6,6 +6,7 @@ Screenshots go to $BIJROS_SCREENSHOT_DIR (default: a temporary folder).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -195,3 +196,68 @@ def test_self_test_fails_on_a_sign_flipped_transform(panel, monkeypatch):
     test.setUp()
     with pytest.raises(AssertionError, match="mm from the atlas one"):
         test.test_PropagationRecoversTheKnownShift()
+
+
+def phantom_library(folder):
+    """A library of three phantom atlases (images/ + labels/): the target's phantom, one whose inner structure
+    sits 1 voxel off, one where it sits 5 voxels off (an affine cannot undo that: the ranking can tell them apart)."""
+    import numpy as np
+
+    from bijros.io import save_image
+    from bijros.io.image import Image
+    from BiJROSLib.selftest import SPACING_MM, phantomArrays
+
+    ijk_to_ras = np.diag([SPACING_MM, SPACING_MM, SPACING_MM, 1.0])
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    _outer_image, outer_labels = phantomArrays((0, 0, 0))
+    for name, inner_shift in (("near", 1), ("same", 0), ("far", 5)):
+        _inner_image, inner_labels = phantomArrays((inner_shift, 0, 0))
+        image = np.where(outer_labels > 0, 100.0 + 80.0 * (inner_labels == 2), 0.0).astype(np.float32)
+        labels = ((outer_labels > 0).astype(np.int16) + ((inner_labels == 2) & (outer_labels > 0))).astype(np.int16)
+        save_image(Image(image.transpose(2, 1, 0).copy(), ijk_to_ras), folder / "images" / f"{name}.nii.gz")
+        save_image(Image(labels.transpose(2, 1, 0).copy(), ijk_to_ras), folder / "labels" / f"{name}.nii.gz")
+    return folder
+
+
+def test_atlas_selection_ranks_and_fuses_a_library(fs, tmp_path, monkeypatch):
+    monkeypatch.setenv("BIJROS_CONFIG_DIR", str(tmp_path / "config"))  # the panel and the engine child both read it
+    ui = fs.ui
+    target, _atlas, _segmentation = synthetic()
+    ui.targetVolumeSelector.setCurrentNode(target)
+    ui.multiAtlasRadioButton.click()
+    assert fs._parameterNode.GetParameter("AtlasSource") == "multi"
+    assert ui.selectionCollapsibleButton.enabled and not ui.atlasVolumeSelector.enabled
+    assert not ui.propagateButton.enabled and "atlas library" in ui.propagateButton.toolTip
+    ui.addLibraryDirectoryButton.directory = str(phantom_library(tmp_path / "phantoms"))
+    assert ui.multiAtlasLibraryComboBox.currentData == "phantoms"
+    assert fs._parameterNode.GetParameter("MultiAtlasLibrary") == "phantoms"
+    ui.deviceComboBox.setCurrentIndex(ui.deviceComboBox.findData("cpu"))
+    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("affine"))
+    assert ui.rankButton.enabled and ui.propagateButton.enabled, ui.propagateButton.toolTip
+
+    ui.rankButton.click()
+    assert fs._job is not None and fs._job.request.kind == "ranking"
+    assert processEventsUntil(lambda: fs._job is None, 120)
+    assert ui.rankingTableWidget.rowCount == 3
+    assert ui.rankingTableWidget.item(0, 1).text().startswith("same")
+    assert "Ranked 3 atlases; best: same" in ui.statusLabel.text
+
+    ui.topKSpinBox.value = 2
+    ui.fusionComboBox.setCurrentIndex(ui.fusionComboBox.findData("vote"))
+    scene = fs.logic.scene
+    before = scene.GetNumberOfNodes()
+    ui.propagateButton.click()
+    assert fs._job is not None and fs._job.request.kind == "multi-atlas"
+    assert processEventsUntil(lambda: fs._job is None, 180)
+    assert "fused from 2 atlases" in ui.statusLabel.text, ui.statusLabel.text
+    segmentations = [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+                     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
+    fused = [s for s in segmentations if s.GetName().endswith("multi-atlas labels")]
+    assert len(fused) == 1 and fused[0].GetSegmentation().GetNumberOfSegments() == 2
+    confidence = scene.GetFirstNodeByName("target multi-atlas labels confidence")
+    assert confidence is not None and confidence.GetAttribute("BiJROS.Role") == "FusionConfidence"
+    assert scene.GetNumberOfNodes() > before
+    ranking = json.loads(fs._parameterNode.GetParameter("Ranking"))
+    assert [r["used"] for r in ranking] == [True, True, False]
+    saveScreenshot(fs.parent, "FewShotSegment-atlas-selection.png")

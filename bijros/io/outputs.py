@@ -20,7 +20,7 @@ from bijros.io import LPS_TO_RAS, save_image, to_sitk, write_label_table
 from bijros.io.image import Image
 
 OUTPUT_FILES = ("displacement.nii.gz", "affine.tfm", "warped.nii.gz", "labels.nii.gz", "labels.csv",
-                "jacobian.nii.gz", "report.json")
+                "jacobian.nii.gz", "confidence.nii.gz", "atlases.json", "report.json")
 
 
 def check_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -89,8 +89,46 @@ def _staging_folder(out: Path, prefix: str) -> Path:
 
 
 def write_outputs(result, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write a registration's outputs into ``out_dir`` (see :func:`write_files`)."""
+    import SimpleITK as sitk
+
+    writers = {
+        "displacement.nii.gz": lambda path: write_displacement(result.displacement_ras_mm, result.fixed, path),
+        "affine.tfm": lambda path: sitk.WriteTransform(affine_to_itk(result.affine_ras), str(path)),
+        "warped.nii.gz": lambda path: save_image(result.warped, path),
+        "jacobian.nii.gz": lambda path: save_image(result.jacobian, path),
+    }
+    _label_writers(writers, result.labels)
+    writers["report.json"] = lambda path: write_json(result.report, path)
+    return write_files(writers, out_dir)
+
+
+def write_multi_atlas_outputs(result, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write a multi-atlas propagation: fused labels (+ table), confidence, the ranking, the report."""
+    writers = {"confidence.nii.gz": lambda path: save_image(result.confidence, path)}
+    _label_writers(writers, result.labels)
+    writers["atlases.json"] = lambda path: write_json({"ranking": result.ranking}, path)
+    writers["report.json"] = lambda path: write_json(result.report, path)
+    return write_files(writers, out_dir)
+
+
+def _label_writers(writers: dict, labels) -> None:
+    if labels is None:
+        return
+    writers["labels.nii.gz"] = lambda path: save_image(labels, path)
+    if labels.label_table is not None:
+        present = sorted(int(v) for v in np.unique(labels.array))
+        writers["labels.csv"] = lambda path: write_label_table(labels.label_table.subset(present), path)
+
+
+def write_json(data: dict, path: Path) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def write_files(writers: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write every output into ``out_dir``, all or nothing; a failed rerun keeps the earlier results.
 
+    ``writers``: output file name (one of ``OUTPUT_FILES``) -> function writing it to a given path.
     The files are written into a hidden staging folder beside ``out_dir``; only when all are
     written are they swapped in: each earlier output file (also one this run does not make, e.g.
     labels.nii.gz, so the folder never mixes two runs) is first moved into a backup folder, then the
@@ -98,8 +136,6 @@ def write_outputs(result, out_dir: str | os.PathLike) -> dict[str, Path]:
     ones moved back, so the folder holds exactly the earlier run's results; a folder that this call
     created is removed. Other files in ``out_dir`` are never touched.
     """
-    import SimpleITK as sitk
-
     out = Path(out_dir)
     created = not out.exists()
     out = prepare_out_dir(out)
@@ -108,16 +144,8 @@ def write_outputs(result, out_dir: str | os.PathLike) -> dict[str, Path]:
     written: dict[str, Path] = {}
     moved_aside: list[str] = []
     try:
-        write_displacement(result.displacement_ras_mm, result.fixed, stage / "displacement.nii.gz")
-        sitk.WriteTransform(affine_to_itk(result.affine_ras), str(stage / "affine.tfm"))
-        save_image(result.warped, stage / "warped.nii.gz")
-        save_image(result.jacobian, stage / "jacobian.nii.gz")
-        if result.labels is not None:
-            save_image(result.labels, stage / "labels.nii.gz")
-            if result.labels.label_table is not None:
-                present = sorted(int(v) for v in np.unique(result.labels.array))
-                write_label_table(result.labels.label_table.subset(present), stage / "labels.csv")
-        (stage / "report.json").write_text(json.dumps(result.report, indent=2) + "\n", encoding="utf-8")
+        for name, write in writers.items():
+            write(stage / name)
         # swap: earlier outputs aside first, then the new ones in
         earlier = [name for name in OUTPUT_FILES if (out / name).is_file()]
         if earlier:

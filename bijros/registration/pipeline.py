@@ -146,11 +146,14 @@ def register(
     progress: Progress | None = None,
     cancel=None,
     fixed_mask: Image | None = None,
+    affine_ras: np.ndarray | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed``; warp its image and (optional) labels onto the fixed grid.
 
     ``fixed_mask``: optional image (non-zero = inside, any grid: it is resampled through world
     coordinates) restricting the affine and deformable similarity to that region of the fixed image.
+    ``affine_ras``: a fixed-RAS -> moving-RAS affine already found for this pair (e.g. by atlas
+    ranking, :func:`affine_only`); the affine stage is then skipped and this one used.
     """
     opts = options or RegistrationOptions()
     opts.validate()
@@ -188,13 +191,17 @@ def register(
     timings["prepare"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    # the moving image goes through the same resampling as the fixed one (its own RAS-aligned
-    # grid at the working spacing), so identical images give identical pyramids
-    m_canon_grid = working_grid(moving, moving_norm, spacing)
-    m_canon = sample(m_t, moving_grid, points_ras(m_canon_grid, device))
-    affine = affine_register(f_work, work, m_canon, m_canon_grid, opts.affine_options(), progress=prog.stage("affine"),
-                             fixed_mask=mask_work)
-    del m_canon
+    if affine_ras is not None:
+        affine = np.asarray(affine_ras, dtype=np.float64)
+        prog.stage("affine")(1.0, "affine given")
+    else:
+        # the moving image goes through the same resampling as the fixed one (its own RAS-aligned
+        # grid at the working spacing), so identical images give identical pyramids
+        m_canon_grid = working_grid(moving, moving_norm, spacing)
+        m_canon = sample(m_t, moving_grid, points_ras(m_canon_grid, device))
+        affine = affine_register(f_work, work, m_canon, m_canon_grid, opts.affine_options(),
+                                 progress=prog.stage("affine"), fixed_mask=mask_work)
+        del m_canon
     timings["affine"] = time.perf_counter() - t1
 
     disp_work, disp_grid, model_name = None, None, None

@@ -6,6 +6,9 @@
   signal ``contentsCollapsed(bool)``.
 - ``ctkDoubleSpinBox``: the QDoubleSpinBox API (value, minimum, maximum, decimals, suffix,
   ``valueChanged(double)``).
+- ``ctkDirectoryButton``: a push button showing a folder; properties ``directory`` and ``caption``,
+  signal ``directoryChanged(QString)`` (CTK's; clicking opens a folder dialog in Slicer, which tests
+  replace by setting ``directory``).
 
 Test stand-in only: nothing here is shipped with the extension.
 """
@@ -16,6 +19,7 @@ from PySide6.QtCore import Property, QSize, Signal
 from PySide6.QtWidgets import (
     QAbstractButton,
     QDoubleSpinBox,
+    QPushButton,
     QSizePolicy,
     QStyle,
     QStyleOptionButton,
@@ -110,5 +114,35 @@ class ctkDoubleSpinBox(_qt.PythonQtObject, QDoubleSpinBox):
     """CTK's double spin box; the API used here is QDoubleSpinBox's."""
 
 
-for _cls in (ctkCollapsibleButton, ctkDoubleSpinBox):
+class ctkDirectoryButton(_qt.PythonQtObject, QPushButton):
+    """CTK's directory button: ``directory`` (str), ``caption`` (str), ``directoryChanged(QString)``."""
+
+    directoryChanged = Signal(str)
+
+    def __init__(self, parent=None):
+        QPushButton.__init__(self, parent)
+        self._directory = ""
+        self._caption = ""
+
+    def _getDirectory(self):
+        return self._directory
+
+    def _setDirectory(self, value):
+        value = str(value)
+        if value != self._directory:
+            self._directory = value
+            QPushButton.setText(self, value or "Select a folder")
+            self.directoryChanged.emit(value)
+
+    def _getCaption(self):
+        return self._caption
+
+    def _setCaption(self, value):
+        self._caption = str(value)
+
+    directory = Property(str, _getDirectory, _setDirectory, notify=directoryChanged)
+    caption = Property(str, _getCaption, _setCaption)
+
+
+for _cls in (ctkCollapsibleButton, ctkDoubleSpinBox, ctkDirectoryButton):
     _qt.register_custom_widget(_cls)
