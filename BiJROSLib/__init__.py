@@ -16,6 +16,7 @@ under plain pytest with the ``slicer-core`` wheel, and before the engine's packa
 * :mod:`.results` -- a finished run's files -> nodes
 * :mod:`.dependencies` -- check / install the Python packages the engine needs
 * :mod:`.atlases` -- the atlas library (the engine's one catalog, bijros/data/atlases.json)
+* :mod:`.multi_atlas` -- folder libraries, ranking and multi-atlas propagation (console + panel)
 * :mod:`.engine_logic`, :mod:`.registration`, :mod:`.propagation` -- the console API, gathered in :mod:`.logic`
 * :mod:`.panel` -- what the two module panels share; :mod:`.bindings` -- widgets <-> parameter node
 """

@@ -7,7 +7,7 @@ one added by name (``addAtlasLibrary``); nothing is copied. Console example::
     logic = slicer.util.getModuleLogic("FewShotSegment")
     logic.addAtlasLibrary("/data/my-labelled-brains", name="my-brains")
     ranking = logic.rankAtlases(targetNode, "my-brains")          # [{"rank", "name", "score"}, ...]
-    nodes = logic.propagateLibrary(targetNode, "my-brains", topK=5, fusion="weighted")
+    nodes = logic.propagateLibrary(targetNode, "my-brains")                 # all atlases (up to 15), jlf
     nodes["segmentation"], nodes["confidenceVolume"], nodes["ranking"]
 """
 
@@ -20,7 +20,7 @@ from .jobs import JobRequest, RegistrationJob
 from .options import engineArguments
 from .volumes import checkScalarVolume, volumeNodeToImage
 
-FUSIONS = ("weighted", "vote")
+FUSIONS = ("jlf", "weighted", "vote")
 
 
 class MultiAtlasLogic(EngineLogic):
@@ -41,6 +41,17 @@ class MultiAtlasLogic(EngineLogic):
 
         try:
             return add_library(folder, name)[0]
+        except BijrosError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @staticmethod
+    def removeAtlasLibrary(name) -> str:
+        """Forget an added library (its files are not touched); returns its folder. ``ValueError`` if unknown."""
+        from bijros.atlas.folders import remove_library
+        from bijros.errors import BijrosError
+
+        try:
+            return remove_library(name)
         except BijrosError as exc:
             raise ValueError(str(exc)) from exc
 
@@ -96,20 +107,22 @@ class MultiAtlasLogic(EngineLogic):
         """Blocking ranking: [{"rank", "name", "score", "seconds"}], best first."""
         return self._blocking(self.startRanking(targetVolume, atlasLibrary, **kwargs))["ranking"]
 
-    def startLibraryPropagation(self, targetVolume, atlasLibrary, topK: int = 0, fusion: str = "weighted",
+    def startLibraryPropagation(self, targetVolume, atlasLibrary, topK=None, fusion: str = "jlf",
                                 method: str = "deformable", device: str = "auto", preset=None, affineMetric=None,
                                 createConfidence: bool = True) -> RegistrationJob:
-        """Start multi-atlas propagation: rank, register the top ``topK`` (0: all), fuse by ``fusion``."""
+        """Start multi-atlas propagation: rank, register the best ``topK`` (None: all, up to 15; 0: all), fuse them
+        by ``fusion`` ("jlf", "weighted" or "vote")."""
         reason = self.libraryProblem(atlasLibrary)
         if reason:
             raise ValueError(reason)
         if fusion not in FUSIONS:
             raise ValueError(f"Unknown fusion '{fusion}'. Choose one of: {', '.join(FUSIONS)}.")
-        if int(topK) < 0:
+        if topK is not None and int(topK) < 0:
             raise ValueError(f"The number of atlases to fuse must be 0 (all) or more, not {topK}.")
         options = engineArguments(method, device, preset, None, None, None, False, affineMetric)
-        args = ["propagate", "--atlas-library", str(atlasLibrary), "--top-k", str(int(topK)), "--fusion", fusion,
-                *options]
+        args = ["propagate", "--atlas-library", str(atlasLibrary), "--fusion", fusion, *options]
+        if topK is not None:
+            args += ["--top-k", str(int(topK))]
         return self._startLibraryJob("multi-atlas", targetVolume, args, createConfidence)
 
     def propagateLibrary(self, targetVolume, atlasLibrary, **kwargs) -> dict:

@@ -143,8 +143,8 @@ class FewShotSegmentLogic(ScriptedLoadableModuleLogic, PropagationLogic):
         """Keyword arguments of :meth:`startLibraryPropagation` from the panel's parameter node."""
         v = values(parameterNode, [b for s in SECTIONS for b in s.bindings()])
         return {
-            "targetVolume": v["TargetVolume"], "atlasLibrary": v["MultiAtlasLibrary"], "topK": v["TopK"],
-            "fusion": v["Fusion"] or "weighted", "method": v["Method"] or "deformable", "preset": v["Preset"],
+            "targetVolume": v["TargetVolume"], "atlasLibrary": v["MultiAtlasLibrary"], "topK": v["TopK"] or None,
+            "fusion": v["Fusion"] or "jlf", "method": v["Method"] or "deformable", "preset": v["Preset"],
             "device": v["Device"] or "auto", "affineMetric": v["AffineMetric"],
             "createConfidence": v["CreateConfidence"],
         }

@@ -4,7 +4,7 @@
     bijros propagate --atlas IMG --atlas-labels LAB --target IMG --out DIR [options]
     bijros evaluate  --pred LAB --truth LAB [--exclude 0,15,...]
     bijros demo      --out DIR
-    bijros propagate --atlas-library NAME|DIR [--top-k K] [--fusion vote|weighted] --target IMG --out DIR
+    bijros propagate --atlas-library NAME|DIR [--top-k K] [--fusion jlf|weighted|vote] --target IMG --out DIR
     bijros atlas add DIR [--name N] | list | remove NAME
     bijros atlases | models
     bijros train-registration --config FILE --out DIR
@@ -74,9 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "(images/X + labels/X, or <id>_t1 + <id>_labels with one labels.csv); the atlases are "
                            "ranked for the target, the top --top-k registered and their labels fused")
     prop.add_argument("--top-k", type=int, default=None,
-                      help="multi-atlas: how many of the best-ranked atlases to fuse (default 0 = all)")
-    prop.add_argument("--fusion", default="weighted", choices=["vote", "weighted"],
-                      help="multi-atlas label fusion: majority vote, or locally weighted voting (default)")
+                      help="multi-atlas: how many of the best-ranked atlases to fuse; 0: all; default: all, up to 15")
+    prop.add_argument("--fusion", default="jlf", choices=["jlf", "weighted", "vote"],
+                      help="multi-atlas label fusion: joint label fusion (default; Wang et al. 2013, without patch "
+                           "search), locally weighted voting, or majority vote")
     prop.add_argument("--target", required=True)
     _add_run_options(prop)
 
@@ -385,7 +386,7 @@ def cmd_propagate_library(args) -> int:
     resolve_device(options.device)
     check_out_dir(args.out)
     atlases, skipped, target = _library_and_target(args.atlas_library, args.target)
-    multi = MultiAtlasOptions(top_k=args.top_k or 0, fusion=args.fusion, registration=options)
+    multi = MultiAtlasOptions(top_k=args.top_k, fusion=args.fusion, registration=options)
     multi.validate(len(atlases))
     from bijros.atlas.multi import MULTI_STAGES
     from bijros.progress import Progress

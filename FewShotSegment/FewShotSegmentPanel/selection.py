@@ -8,7 +8,7 @@ import logging
 
 from BiJROSLib.bindings import Binding
 
-FUSION_CHOICES = (("weighted", "Locally weighted voting"), ("vote", "Majority vote"))
+FUSION_CHOICES = (("jlf", "Joint label fusion"), ("weighted", "Locally weighted voting"), ("vote", "Majority vote"))
 
 
 class SelectionSection:
@@ -17,7 +17,7 @@ class SelectionSection:
         return [
             Binding("multiAtlasLibraryComboBox", "MultiAtlasLibrary", "choice", ""),
             Binding("topKSpinBox", "TopK", "int", "0"),
-            Binding("fusionComboBox", "Fusion", "choice", "weighted"),
+            Binding("fusionComboBox", "Fusion", "choice", "jlf"),
             Binding("createConfidenceCheckBox", "CreateConfidence", "bool", "true"),
         ]
 
@@ -32,6 +32,7 @@ class SelectionSection:
         ui.rankingTableWidget.verticalHeader().setVisible(False)
         ui.addLibraryDirectoryButton.connect("directoryChanged(QString)", lambda folder: addLibrary(widget, folder))
         ui.rankButton.connect("clicked(bool)", lambda _checked=False: rank(widget))
+        ui.removeLibraryButton.connect("clicked(bool)", lambda _checked=False: forgetLibrary(widget))
 
     @staticmethod
     def refresh(widget):
@@ -40,6 +41,7 @@ class SelectionSection:
         ui.selectionCollapsibleButton.enabled = active
         ui.rankButton.enabled = active and widget._job is None and bool(
             node.GetNodeReference("TargetVolume") and node.GetParameter("MultiAtlasLibrary"))
+        ui.removeLibraryButton.enabled = active and bool(node.GetParameter("MultiAtlasLibrary"))
         showRanking(widget)
 
 
@@ -71,6 +73,22 @@ def addLibrary(widget, folder: str) -> None:
     fillLibraries(widget, select=name)
     widget.updateParameterNodeFromGUI()
     widget.ui.logTextEdit.appendPlainText(f"Added the atlas library '{name}' ({folder}).")
+
+
+def forgetLibrary(widget) -> None:
+    import slicer
+
+    name = widget._parameterNode.GetParameter("MultiAtlasLibrary")
+    if not name:
+        return
+    try:
+        folder = widget.logic.removeAtlasLibrary(name)
+    except ValueError as exc:
+        slicer.util.errorDisplay(str(exc), windowTitle="BiJROS")
+        return
+    fillLibraries(widget)
+    widget.updateParameterNodeFromGUI()
+    widget.ui.logTextEdit.appendPlainText(f"Forgot the atlas library '{name}' ({folder}; its files are untouched).")
 
 
 def rank(widget) -> None:

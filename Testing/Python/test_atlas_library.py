@@ -211,3 +211,23 @@ def test_propagate_library_cli_on_three_hippocampus_crops(shared_data, tmp_path)
     code = cli.main(["propagate", "--atlas-library", str(tmp_path / "nowhere"), "--target", str(target),
                      "--out", str(tmp_path / "out2")])
     assert code == 2 and not (tmp_path / "out2").exists()
+
+
+def test_joint_label_fusion_discounts_atlases_that_make_the_same_mistake():
+    """Two atlases with the same error outvote one right atlas in a plain vote; joint label fusion sees
+    that their errors are correlated and trusts the right one."""
+    from bijros.atlas.fusion import jlf_weights
+
+    rng = np.random.default_rng(3)
+    truth = rng.integers(1, 4, (14, 12, 10)).astype(np.int16)
+    wrong = (truth % 3) + 1
+    target = rng.random(truth.shape).astype(np.float32) * 0.5
+    twin = np.clip(target + 0.3, 0, 1)
+    right = np.clip(target + rng.normal(0, 0.02, truth.shape), 0, 1).astype(np.float32)
+    labels = np.stack([wrong, wrong, truth])
+    assert np.array_equal(fuse(labels)[0], wrong)
+    weights = jlf_weights(target, np.stack([twin, twin, right]), labels)
+    fused, _ = fuse(labels, weights)
+    assert np.mean(fused == truth) > 0.99
+    unanimous = np.stack([truth] * 3)
+    assert np.array_equal(fuse(unanimous, jlf_weights(target, np.stack([twin, twin, right]), unanimous))[0], truth)

@@ -261,3 +261,6 @@ def test_atlas_selection_ranks_and_fuses_a_library(fs, tmp_path, monkeypatch):
     ranking = json.loads(fs._parameterNode.GetParameter("Ranking"))
     assert [r["used"] for r in ranking] == [True, True, False]
     saveScreenshot(fs.parent, "FewShotSegment-atlas-selection.png")
+    ui.removeLibraryButton.click()  # forgotten from the list; the folder stays
+    assert ui.multiAtlasLibraryComboBox.count == 0 and (tmp_path / "phantoms" / "images").is_dir()
+    assert not ui.propagateButton.enabled

@@ -63,8 +63,8 @@ def test_documented_module_paths(module, names):
 def test_every_subcommand_is_registered():
     parser = cli.build_parser()
     choices = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(choices) == {"register", "propagate", "evaluate", "atlases", "models", "demo", "train-registration",
-                            "publish-model"}
+    assert set(choices) == {"register", "propagate", "evaluate", "atlases", "atlas", "models", "demo",
+                            "train-registration", "publish-model"}
 
 
 def test_models_and_atlases_subcommands(capsys):

@@ -71,9 +71,10 @@ def slicer_python(request, tmp_path_factory):
     return version, python
 
 
-def run(python, *args, cwd=None):
+def run(python, *args, cwd=None, extra_env=None):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(REPO)
+    env.update(extra_env or {})
     return subprocess.run([python, *args], capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
 
 
@@ -92,11 +93,12 @@ def test_engine_cli_runs_under_each_slicer_python(slicer_python, tmp_path):
     resolves catalog entries, `models` reads the model catalog, `evaluate` scores two label maps."""
     version, python = slicer_python
     imports = ("import sys, bijros, bijros.cli, bijros.io, bijros.io.outputs, bijros.metrics, bijros.progress,"
-               " bijros.atlas.library, bijros.models.library, bijros.registration.methods;"
+               " bijros.atlas.library, bijros.atlas.folders, bijros.atlas.fusion, bijros.models.library,"
+               " bijros.registration.methods;"
                "assert 'torch' not in sys.modules; print(sys.version_info[:2])")
     proc = run(python, "-c", imports)
     assert proc.returncode == 0, f"Python {version}: {proc.stderr[-3000:]}"
-    for sub in ("register", "propagate", "evaluate", "demo", "atlases", "models", "train-registration",
+    for sub in ("register", "propagate", "evaluate", "demo", "atlases", "atlas", "models", "train-registration",
                 "publish-model"):
         proc = run(python, "-m", "bijros", sub, "--help")
         assert proc.returncode == 0 and "usage: bijros" in proc.stdout, (sub, proc.stderr[-2000:])
@@ -118,6 +120,16 @@ def test_engine_cli_runs_under_each_slicer_python(slicer_python, tmp_path):
     assert proc.returncode == 0, f"Python {version}: {proc.stderr[-3000:]}"
     scores = json.loads(proc.stdout)
     assert 0.5 < scores["mean_dice"] < 0.95, scores
+    library = tmp_path / "library"
+    (library / "images").mkdir(parents=True)
+    (library / "labels").mkdir()
+    save_image(Image(truth.astype(np.float32), np.eye(4)), library / "images" / "a.nii.gz")
+    save_image(Image(truth, np.eye(4)), library / "labels" / "a.nii.gz")
+    config = {"BIJROS_CONFIG_DIR": str(tmp_path / "config")}
+    proc = run(python, "-m", "bijros", "atlas", "add", str(library), "--name", "lib", extra_env=config)
+    assert proc.returncode == 0 and "1 atlases" in proc.stdout, proc.stderr[-2000:]
+    proc = run(python, "-m", "bijros", "atlas", "list", extra_env=config)
+    assert proc.returncode == 0 and "lib (library)" in proc.stdout, proc.stderr[-2000:]
     proc = run(python, "-m", "bijros", "evaluate", "--pred", str(tmp_path / "missing.nii.gz"),
                "--truth", str(tmp_path / "truth.nii.gz"))
     assert proc.returncode == 2 and "missing.nii.gz" in proc.stderr and "Traceback" not in proc.stderr

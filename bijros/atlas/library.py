@@ -26,6 +26,7 @@ class CatalogAtlas:
     title: str
     description: str = ""
     modality: str = ""
+    contrast: str = ""
     structures: str = ""
     license: str = ""
     citation: str = ""
