@@ -39,6 +39,9 @@ class SelectionSection:
         ui, node = widget.ui, widget._parameterNode
         active = node.GetParameter("AtlasSource") == "multi"
         ui.selectionCollapsibleButton.enabled = active
+        if getattr(widget, "_selectionActive", None) != active:  # open it when chosen, fold it away otherwise
+            widget._selectionActive = active
+            ui.selectionCollapsibleButton.collapsed = not active
         ui.rankButton.enabled = active and widget._job is None and bool(
             node.GetNodeReference("TargetVolume") and node.GetParameter("MultiAtlasLibrary"))
         ui.removeLibraryButton.enabled = active and bool(node.GetParameter("MultiAtlasLibrary"))

@@ -111,7 +111,7 @@ def test_propagate_scene_atlas_through_the_panel(fs, shared_data):
     assert len(results) == 1
     assert sorted(segmentNames(results[0])) == sorted(segmentNames(atlasSegmentation))
     assert "segments" in ui.statusLabel.text
-    saveScreenshot(fs.parent, "FewShotSegment.png")
+    saveScreenshot(fs.parent, "FewShotSegment.png", size=(450, 900))
 
 
 def test_library_atlas_starts_and_cancels(fs):
@@ -260,7 +260,7 @@ def test_atlas_selection_ranks_and_fuses_a_library(fs, tmp_path, monkeypatch):
     assert scene.GetNumberOfNodes() > before
     ranking = json.loads(fs._parameterNode.GetParameter("Ranking"))
     assert [r["used"] for r in ranking] == [True, True, False]
-    saveScreenshot(fs.parent, "FewShotSegment-atlas-selection.png")
+    saveScreenshot(fs.parent, "FewShotSegment-atlas-selection.png", size=(450, 1000))
     ui.removeLibraryButton.click()  # forgotten from the list; the folder stays
     assert ui.multiAtlasLibraryComboBox.count == 0 and (tmp_path / "phantoms" / "images").is_dir()
     assert not ui.propagateButton.enabled
