@@ -117,31 +117,29 @@ def jacobianColorNode(scene):
     return colorNode
 
 
-def jacobianImageToVolumeNode(jacobian: Image, name: str, referenceVolumeNode, scene):
-    """Scalar volume of the Jacobian determinant, centred on 1 with a diverging colour map."""
-    volumeNode = imageToVolumeNode(jacobian, name, scene)
+def mapVolumeNode(image: Image, name: str, referenceVolumeNode, scene, colorNode, window: tuple, role: str):
+    """A scalar volume shown with ``colorNode`` over the fixed ``window`` (min, max), tagged ``BiJROS.Role``."""
+    volumeNode = imageToVolumeNode(image, name, scene)
     display = volumeNode.GetDisplayNode()
-    colorNode = jacobianColorNode(scene)
-    display.SetAndObserveColorNodeID(colorNode.GetID())
+    if colorNode is not None:
+        display.SetAndObserveColorNodeID(colorNode.GetID())
     display.AutoWindowLevelOff()
-    display.SetWindowLevelMinMax(0.0, 2.0)
-    volumeNode.SetAttribute("BiJROS.Role", "JacobianDeterminant")
+    display.SetWindowLevelMinMax(*window)
+    volumeNode.SetAttribute("BiJROS.Role", role)
     placeBeside(volumeNode, referenceVolumeNode, scene)
     return volumeNode
+
+
+def jacobianImageToVolumeNode(jacobian: Image, name: str, referenceVolumeNode, scene):
+    """Scalar volume of the Jacobian determinant, centred on 1 with a diverging colour map."""
+    return mapVolumeNode(jacobian, name, referenceVolumeNode, scene, jacobianColorNode(scene), (0.0, 2.0),
+                         "JacobianDeterminant")
 
 
 def confidenceImageToVolumeNode(confidence: Image, name: str, referenceVolumeNode, scene):
     """Scalar volume of the label-fusion confidence (0..1: the share of the atlases' votes the chosen label got)."""
-    volumeNode = imageToVolumeNode(confidence, name, scene)
-    display = volumeNode.GetDisplayNode()
-    colorNode = scene.GetFirstNodeByName("Grey") if scene.GetFirstNodeByName("Grey") else None
-    if colorNode is not None:
-        display.SetAndObserveColorNodeID(colorNode.GetID())
-    display.AutoWindowLevelOff()
-    display.SetWindowLevelMinMax(0.0, 1.0)
-    volumeNode.SetAttribute("BiJROS.Role", "FusionConfidence")
-    placeBeside(volumeNode, referenceVolumeNode, scene)
-    return volumeNode
+    return mapVolumeNode(confidence, name, referenceVolumeNode, scene, scene.GetFirstNodeByName("Grey"), (0.0, 1.0),
+                         "FusionConfidence")
 
 
 def segmentationProblem(node, role: str) -> str:
