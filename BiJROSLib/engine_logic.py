@@ -99,13 +99,8 @@ class EngineLogic:
             job.cleanup()
 
     def _blocking(self, job: RegistrationJob) -> dict:
-        state = job.wait()
-        if state != DONE:
-            job.cleanup()
-            if state == CANCELLED:
-                raise RuntimeError("The BiJROS run was cancelled; nothing was added to the scene.")
-            raise RuntimeError(f"BiJROS failed: {job.error}")
-        return self.finishJob(job)
+        job.wait()
+        return self.finishJob(job)  # raises with the engine's message when the run failed or was cancelled
 
 
 def nonTransformedReason(node, role: str) -> str:

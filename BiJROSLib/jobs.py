@@ -92,7 +92,6 @@ class RegistrationJob(ChildJob):
         self._finalizer()
 
 
-
 class InstallJob(ChildJob):
     """``python -m pip install ...`` in a child process (Slicer's ``PythonSlicer``), so the GUI stays
     responsive: the same ``state`` / ``poll()`` / ``cancel()`` / ``wait()`` as :class:`RegistrationJob`.

@@ -151,15 +151,16 @@ def _options(args):
     )
 
 
-def _progress(mode: str):
+def _progress(mode: str, stages: dict | None = None):
+    """(Progress over ``stages`` (default: a registration's), close) for --progress bar|json|none."""
     from bijros.progress import Progress, json_sink, tqdm_sink
 
     if mode == "json":
-        return Progress(json_sink()), lambda: None
+        return Progress(json_sink(), stages), lambda: None
     if mode == "none":
-        return Progress(None), lambda: None
+        return Progress(None, stages), lambda: None
     sink, close = tqdm_sink()
-    return Progress(sink), close
+    return Progress(sink, stages), close
 
 
 def _summary(report: dict, written: dict) -> str:
@@ -343,10 +344,7 @@ def cmd_rank(args) -> int:
     check_out_dir(args.out)
     atlases, skipped, target = _library_and_target(args.library, args.target)
     options = dataclasses.replace(RegistrationOptions(device=args.device), affine_metric=args.affine_metric)
-    from bijros.progress import Progress
-
-    progress, close = _progress(args.progress)
-    progress = Progress(progress.sink, {"rank": 1.0})
+    progress, close = _progress(args.progress, {"rank": 1.0})
     t0 = time.perf_counter()
     try:
         ranked = rank_atlases(target, atlases, options, progress.stage("rank"))
@@ -389,10 +387,8 @@ def cmd_propagate_library(args) -> int:
     multi = MultiAtlasOptions(top_k=args.top_k, fusion=args.fusion, registration=options)
     multi.validate(len(atlases))
     from bijros.atlas.multi import MULTI_STAGES
-    from bijros.progress import Progress
 
-    progress, close = _progress(args.progress)
-    progress = Progress(progress.sink, MULTI_STAGES)
+    progress, close = _progress(args.progress, MULTI_STAGES)
     try:
         result = propagate_library(target, atlases, multi, progress=progress)
         result.report["skipped"] = skipped

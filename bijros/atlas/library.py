@@ -38,11 +38,6 @@ class CatalogAtlas:
     image_source: str = ""
     labels_source: str = ""
 
-    @property
-    def packages(self) -> list[str]:
-        """The pip packages whose files this atlas uses."""
-        return sorted({spec.partition(":")[0] for spec in (self.image, self.labels, self.table) if spec})
-
 
 @dataclasses.dataclass
 class AtlasEntry:

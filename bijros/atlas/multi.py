@@ -31,7 +31,7 @@ from bijros.progress import Progress
 #: "Atlas selection"): each added atlas raised the fused Dice up to the 14 there were, at ~6 s per atlas on
 #: 2 CPU cores; beyond 15 nothing was measured and the wall time passes 3 minutes.
 AUTO_TOP_K_MAX = 15
-MULTI_STAGES = {"load": 0.02, "rank": 0.3, "register": 0.6, "fuse": 0.05, "write": 0.03}
+MULTI_STAGES = {"rank": 0.3, "register": 0.6, "fuse": 0.05, "write": 0.05}
 
 
 @dataclasses.dataclass
