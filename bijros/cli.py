@@ -168,40 +168,46 @@ def _summary(report: dict, written: dict) -> str:
     stages = ", ".join(f"{k} {report['seconds'][k]:.1f} s" for k in ("affine", "learned", "deformable")
                        if k in report["seconds"])
     return (
-        f"{report['method']} done in {report['seconds']['total']:.1f} s on {report['device']} ({stages}); "
+        f"{report['method']} done in {report['seconds'].get('wall', report['seconds']['total']):.1f} s on "
+        f"{report['device']} ({stages}); "
         f"folding {100 * qc['folding_fraction']:.3f} % of voxels, SDlogJ {qc['sdlogj']:.3f}; "
         f"wrote {', '.join(written)}"
     )
 
 
 def run_registration(fixed_path, moving_path, labels_path, args) -> dict:
-    from bijros.device import resolve_device
-    from bijros.io import load_image
-    from bijros.io.outputs import check_out_dir, write_outputs
-    from bijros.registration.pipeline import check_labels_match, check_mask, register
-    from bijros.registration.preprocess import check_intensity_image
+    from bijros.timing import Stages, process_age
+
+    stages = Stages({"startup": process_age()})  # interpreter start and the command line's own imports
+    with stages("import"):
+        from bijros.device import resolve_device
+        from bijros.io import load_image
+        from bijros.io.outputs import check_out_dir, write_outputs
+        from bijros.registration.pipeline import check_labels_match, check_mask, register
+        from bijros.registration.preprocess import check_intensity_image
 
     # every check that can fail on the inputs runs before anything is created in --out
     options = _options(args)
     options.validate()
     resolve_device(options.device)
     check_out_dir(args.out)
-    fixed = load_image(fixed_path)
-    moving = load_image(moving_path)
-    labels = load_image(labels_path, label_map=True, label_table=args.labels_table) if labels_path else None
+    with stages("read"):
+        fixed = load_image(fixed_path)
+        moving = load_image(moving_path)
+        labels = load_image(labels_path, label_map=True, label_table=args.labels_table) if labels_path else None
+        mask = load_image(args.fixed_mask, label_map=True) if getattr(args, "fixed_mask", None) else None
     check_intensity_image(fixed, "fixed")
     check_intensity_image(moving, "moving")
     if labels is not None:
         check_labels_match(moving, labels, "moving", options.resample_labels)
-    mask = load_image(args.fixed_mask, label_map=True) if getattr(args, "fixed_mask", None) else None
     if mask is not None:
         check_mask(mask, fixed)
     progress, close = _progress(args.progress)
     try:
-        result = register(fixed, moving, labels, options, progress=progress, fixed_mask=mask)
+        result = register(fixed, moving, labels, options, progress=progress, fixed_mask=mask, stages=stages)
         progress.stage("write")(0.0, "writing outputs")
         out = args.out
-        written = write_outputs(result, out)
+        written = write_outputs(result, out, stages)
         progress.done("done")
     finally:
         close()
@@ -371,6 +377,9 @@ def cmd_rank(args) -> int:
 
 def cmd_propagate_library(args) -> int:
     """propagate --atlas-library: rank, register the top k, fuse; writes labels, confidence, atlases.json."""
+    from bijros.timing import Stages, process_age
+
+    stages = Stages({"startup": process_age()})
     from bijros.atlas.multi import MultiAtlasOptions, propagate_library
     from bijros.device import resolve_device
     from bijros.io.outputs import check_out_dir, write_multi_atlas_outputs
@@ -383,7 +392,8 @@ def cmd_propagate_library(args) -> int:
     options.validate()
     resolve_device(options.device)
     check_out_dir(args.out)
-    atlases, skipped, target = _library_and_target(args.atlas_library, args.target)
+    with stages("read"):
+        atlases, skipped, target = _library_and_target(args.atlas_library, args.target)
     multi = MultiAtlasOptions(top_k=args.top_k, fusion=args.fusion, registration=options)
     multi.validate(len(atlases))
     from bijros.atlas.multi import MULTI_STAGES
@@ -392,8 +402,10 @@ def cmd_propagate_library(args) -> int:
     try:
         result = propagate_library(target, atlases, multi, progress=progress)
         result.report["skipped"] = skipped
+        for name, value in result.report["seconds"].items():
+            stages.add(name, value)
         progress.stage("write")(0.0, "writing outputs")
-        written = write_multi_atlas_outputs(result, args.out)
+        written = write_multi_atlas_outputs(result, args.out, stages)
         progress.done("done")
     finally:
         close()

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from bijros.errors import InputError
 from bijros.io import LPS_TO_RAS, save_image, to_sitk, write_label_table
 from bijros.io.image import Image
+from bijros.timing import Stages, process_age
 
 OUTPUT_FILES = ("displacement.nii.gz", "affine.tfm", "warped.nii.gz", "labels.nii.gz", "labels.csv",
                 "jacobian.nii.gz", "confidence.nii.gz", "atlases.json", "report.json")
@@ -88,8 +90,12 @@ def _staging_folder(out: Path, prefix: str) -> Path:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=out))
 
 
-def write_outputs(result, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write a registration's outputs into ``out_dir`` (see :func:`write_files`)."""
+def write_outputs(result, out_dir: str | os.PathLike, stages: Stages | None = None) -> dict[str, Path]:
+    """Write a registration's outputs into ``out_dir`` (see :func:`write_files`).
+
+    ``stages``: the run's stage timer; each file's writing is timed into it and report.json, written
+    last, carries its record (``seconds``), with ``wall``: process start to the last file before it.
+    """
     import SimpleITK as sitk
 
     writers = {
@@ -99,17 +105,17 @@ def write_outputs(result, out_dir: str | os.PathLike) -> dict[str, Path]:
         "jacobian.nii.gz": lambda path: save_image(result.jacobian, path),
     }
     _label_writers(writers, result.labels)
-    writers["report.json"] = lambda path: write_json(result.report, path)
-    return write_files(writers, out_dir)
+    writers["report.json"] = lambda path: write_report(result.report, path, stages)
+    return write_files(writers, out_dir, stages)
 
 
-def write_multi_atlas_outputs(result, out_dir: str | os.PathLike) -> dict[str, Path]:
+def write_multi_atlas_outputs(result, out_dir: str | os.PathLike, stages: Stages | None = None) -> dict[str, Path]:
     """Write a multi-atlas propagation: fused labels (+ table), confidence, the ranking, the report."""
     writers = {"confidence.nii.gz": lambda path: save_image(result.confidence, path)}
     _label_writers(writers, result.labels)
     writers["atlases.json"] = lambda path: write_json({"ranking": result.ranking}, path)
-    writers["report.json"] = lambda path: write_json(result.report, path)
-    return write_files(writers, out_dir)
+    writers["report.json"] = lambda path: write_report(result.report, path, stages)
+    return write_files(writers, out_dir, stages)
 
 
 def _label_writers(writers: dict, labels) -> None:
@@ -125,7 +131,17 @@ def write_json(data: dict, path: Path) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def write_files(writers: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
+def write_report(report: dict, path: Path, stages: Stages | None) -> None:
+    """report.json with the run's stage seconds (rounded) up to this moment, ``wall`` from process start."""
+    if stages is not None:
+        report["seconds"] = stages.rounded()
+        report["seconds"]["wall"] = round(process_age(), 3)
+    elif isinstance(report.get("seconds"), dict):
+        report["seconds"] = {k: round(v, 3) for k, v in report["seconds"].items()}
+    write_json(report, path)
+
+
+def write_files(writers: dict, out_dir: str | os.PathLike, stages: Stages | None = None) -> dict[str, Path]:
     """Write every output into ``out_dir``, all or nothing; a failed rerun keeps the earlier results.
 
     ``writers``: output file name (one of ``OUTPUT_FILES``) -> function writing it to a given path.
@@ -145,7 +161,10 @@ def write_files(writers: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
     moved_aside: list[str] = []
     try:
         for name, write in writers.items():
+            t0 = time.perf_counter()
             write(stage / name)
+            if stages is not None and name != "report.json":
+                stages.add("write", time.perf_counter() - t0)
         # swap: earlier outputs aside first, then the new ones in
         earlier = [name for name in OUTPUT_FILES if (out / name).is_file()]
         if earlier:

@@ -39,6 +39,7 @@ from bijros.registration.field import (
 from bijros.registration.grid import Grid, points_ras, sample
 from bijros.registration.methods import DEFAULT_METHOD, METHOD_NAMES, load_methods
 from bijros.registration.preprocess import check_intensity_image, robust_normalize, working_grid
+from bijros.timing import Stages
 
 
 def load_presets() -> dict:
@@ -147,6 +148,7 @@ def register(
     cancel=None,
     fixed_mask: Image | None = None,
     affine_ras: np.ndarray | None = None,
+    stages: Stages | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed``; warp its image and (optional) labels onto the fixed grid.
 
@@ -154,6 +156,8 @@ def register(
     coordinates) restricting the affine and deformable similarity to that region of the fixed image.
     ``affine_ras``: a fixed-RAS -> moving-RAS affine already found for this pair (e.g. by atlas
     ranking, :func:`affine_only`); the affine stage is then skipped and this one used.
+    ``stages``: the caller's stage timer (e.g. the CLI's, holding "startup", "import" and "read");
+    this run's stages are added to it and the report's "seconds" is its record.
     """
     opts = options or RegistrationOptions()
     opts.validate()
@@ -171,7 +175,7 @@ def register(
     device = resolve_device(opts.device)
     threads = configure_threads()
     torch.manual_seed(opts.seed)
-    timings: dict[str, float] = {}
+    timer = stages if stages is not None else Stages()
     t0 = time.perf_counter()
 
     report_load = prog.stage("load")
@@ -188,7 +192,7 @@ def register(
     f_work = sample(f_t, fixed_grid, work_pts)
     mask_work = _mask_on_grid(fixed_mask, work_pts, device) if fixed_mask is not None else None
     report_load(1.0, f"working grid {work.shape} at {spacing:g} mm")
-    timings["prepare"] = time.perf_counter() - t0
+    timer.add("prepare", time.perf_counter() - t0)
 
     t1 = time.perf_counter()
     if affine_ras is not None:
@@ -202,7 +206,7 @@ def register(
         affine = affine_register(f_work, work, m_canon, m_canon_grid, opts.affine_options(),
                                  progress=prog.stage("affine"), fixed_mask=mask_work)
         del m_canon
-    timings["affine"] = time.perf_counter() - t1
+    timer.add("affine", time.perf_counter() - t1)
 
     disp_work, disp_grid, model_name = None, None, None
     if opts.method != "affine":
@@ -216,7 +220,7 @@ def register(
         model_name = entry["name"]
         disp_work, disp_grid = learned_register(f_work, m_work, work, model, float(entry["input_spacing_mm"]),
                                                 progress=prog.stage("learned"))
-        timings["learned"] = time.perf_counter() - t2
+        timer.add("learned", time.perf_counter() - t2)
     if opts.method in ("io", "learned+io"):
         t2 = time.perf_counter()
         start = (disp_work, disp_grid) if disp_work is not None else None
@@ -224,27 +228,29 @@ def register(
             f_work, m_work, work, opts.deformable_options(), progress=prog.stage("deformable"), cancel=cancel,
             init=start, fixed_mask=mask_work,
         )
-        timings["deformable"] = time.perf_counter() - t2
+        timer.add("deformable", time.perf_counter() - t2)
 
-    t3 = time.perf_counter()
     report_warp = prog.stage("warp")
     report_warp(0.0, "composing and resampling")
     with torch.no_grad():
-        disp = total_displacement(fixed_grid, affine, disp_work, disp_grid, device)
-        warped = warp_image(moving, fixed_grid, disp)
+        with timer("compose"):
+            disp = total_displacement(fixed_grid, affine, disp_work, disp_grid, device)
+        with timer("warp_image"):
+            warped = warp_image(moving, fixed_grid, disp)
         report_warp(0.4, "warping labels" if moving_labels is not None else "Jacobian")
         labels_out = None
         if moving_labels is not None:
-            labels_arr = warp_labels(moving_labels, fixed_grid, disp).astype(_label_dtype(moving_labels.array))
+            with timer("warp_labels"):
+                labels_arr = warp_labels(moving_labels, fixed_grid, disp).astype(_label_dtype(moving_labels.array))
             labels_out = Image(labels_arr, fixed.ijk_to_ras.copy(), moving_labels.label_table, name="labels")
         disp_np = disp.cpu().numpy().astype(np.float32)
-    jac = jacobian_determinant(disp_np, fixed.ijk_to_ras)
+    with timer("jacobian"):
+        jac = jacobian_determinant(disp_np, fixed.ijk_to_ras)
     report_warp(1.0, "warped")
-    timings["warp"] = time.perf_counter() - t3
-    timings["total"] = time.perf_counter() - t0
-
-    qc = folding_stats(jac, fixed_norm > 0.05)
-    qc["folding_fraction_all_voxels"] = float(np.mean(jac <= 0))
+    with timer("jacobian"):
+        qc = folding_stats(jac, fixed_norm > 0.05)
+        qc["folding_fraction_all_voxels"] = float(np.mean(jac <= 0))
+    timer.add("total", time.perf_counter() - t0)
     report = {
         "bijros_version": bijros.__version__,
         "bijros_path": str(Path(bijros.__file__).resolve().parent),
@@ -258,7 +264,7 @@ def register(
         "working_grid": {"shape": list(work.shape), "spacing_mm": spacing},
         "fixed": {"name": fixed.name, "shape": list(fixed.shape), "spacing_mm": fixed.spacing.round(4).tolist()},
         "moving": {"name": moving.name, "shape": list(moving.shape), "spacing_mm": moving.spacing.round(4).tolist()},
-        "seconds": {k: round(v, 3) for k, v in timings.items()},
+        "seconds": timer.seconds,  # rounded when written (report_json)
         "qc": qc,
         "qc_note": "folding_fraction and sdlogj are measured inside the fixed image's foreground",
         "affine_ras": np.round(affine, 6).tolist(),
