@@ -83,6 +83,15 @@ def exp_field(velocity: torch.Tensor, steps: int) -> torch.Tensor:
     return F.interpolate(disp, size=shape, mode="trilinear", align_corners=True) * 2.0
 
 
+def log_field(displacement: torch.Tensor, steps: int, iterations: int = 8) -> torch.Tensor:
+    """A velocity ``v`` with ``exp(v)`` close to ``displacement`` (1, 3, D, H, W, voxel units): the
+    fixed-point iteration ``v <- v + (d - exp(v))`` from ``v = d`` (exact for small smooth fields)."""
+    velocity = displacement.clone()
+    for _ in range(iterations):
+        velocity = velocity + (displacement - exp_field(velocity, steps))
+    return velocity
+
+
 def _features(image: torch.Tensor, kind: str) -> torch.Tensor:
     """(1, 1, D, H, W) intensities -> (1, C, D, H, W) features for an SSD similarity."""
     if kind == "mind":
@@ -113,7 +122,10 @@ def deformable_register(
     coarser grid (``param_mm``) where the regulariser and the smoothing act on all of it.
 
     ``init`` (displacement in RAS mm, its grid), e.g. a learned model's field, is the starting
-    field of the first level instead of zero (with ``diffeomorphic``, the starting velocity).
+    field of the first level instead of zero (with ``diffeomorphic``, the starting velocity is the
+    field's logarithm, :func:`log_field`, so the first step starts from that very displacement).
+    With ``diffeomorphic`` each level optimises a stationary velocity; the next level starts from
+    that velocity (not from its exponential) and the result is the last level's ``exp(v)``.
     ``fixed_mask`` (1, I, J, K) 0/1 on ``grid``: the similarity counts only voxels inside it (dilated
     by one voxel); the field still covers the whole grid, smoothly extended by the regulariser.
     """
@@ -122,8 +134,11 @@ def deformable_register(
     gen = torch.Generator(device="cpu").manual_seed(opts.seed)
     total = max(sum(lv.iterations for lv in opts.levels), 1)
     done = 0
-    disp_mm: torch.Tensor | None = None if init is None else init[0]
+    # the field carried between levels (RAS mm on prev_grid): the displacement, or with diffeomorphic the velocity
+    carried: torch.Tensor | None = None if init is None else init[0]
     prev_grid: Grid | None = None if init is None else init[1]
+    carried_is_velocity = False
+    disp_mm: torch.Tensor | None = None if init is None else init[0]
     for level in opts.levels:
         f_lvl, f_grid = downsample(fixed, grid, pool_factors(grid.spacing, level.feature_mm))
         m_lvl, _ = downsample(moving, grid, pool_factors(grid.spacing, level.feature_mm))
@@ -152,10 +167,12 @@ def deformable_register(
         feat_f_cand = feat_f.reshape(channels, -1)[:, candidates]
         mm_to_feat = torch.as_tensor(2.0 / ((np.array(f_grid.shape) - 1).clip(1) * f_grid.spacing),
                                      dtype=torch.float32, device=dev)
-        if disp_mm is None:
+        if carried is None:
             start = torch.zeros((1, 3, *p_grid.shape), device=dev)
         else:
-            start = sample(disp_mm[0], prev_grid, points_ras(p_grid, dev), padding_mode="border")[None] / p_spacing
+            start = sample(carried[0], prev_grid, points_ras(p_grid, dev), padding_mode="border")[None] / p_spacing
+            if opts.diffeomorphic and not carried_is_velocity:
+                start = log_field(start, opts.integration_steps)
         param = start.clone().requires_grad_(True)
         optim = torch.optim.Adam([param], lr=opts.learning_rate, fused=param.device.type in ("cpu", "cuda"))
         n_iter = level.iterations
@@ -194,9 +211,10 @@ def deformable_register(
             if progress and (it % 5 == 0 or it == n_iter - 1):
                 progress(done / total, f"deformable {level.feature_mm:g} mm: similarity {data.item():.4f}")
         with torch.no_grad():
-            field = param
+            field = param.detach()
             disp = exp_field(field, opts.integration_steps) if opts.diffeomorphic else field
-            disp_mm = disp.detach() * p_spacing
+            disp_mm = disp * p_spacing
+            carried, carried_is_velocity = (field * p_spacing, True) if opts.diffeomorphic else (disp_mm, False)
             prev_grid = p_grid
     assert disp_mm is not None and prev_grid is not None
     return disp_mm, prev_grid
