@@ -52,7 +52,8 @@ def usesLearnedModel(method: str) -> bool:
 def engineArguments(method, device, preset, spacing, iterations, regWeight, diffeomorphic,
                     affineMetric=None) -> list[str]:
     """``--method ... --device ...`` and the optional settings; ``ValueError`` naming a bad one."""
-    args = ["--method", engineMethod(method), "--device", str(device or "auto")]
+    # Slicer shows the result in its own views: no qc.png from the child
+    args = ["--method", engineMethod(method), "--device", str(device or "auto"), "--no-qc"]
     if preset and preset not in PRESETS:
         raise ValueError(f"Unknown preset '{preset}'. Choose one of: {', '.join(PRESETS)} (or none: the method's).")
     if preset:

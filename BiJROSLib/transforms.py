@@ -45,7 +45,7 @@ def orientedGridTransform(displacementRasMm: np.ndarray, ijkToRas: np.ndarray):
     import vtk
     from vtk.util import numpy_support
 
-    displacement = np.asarray(displacementRasMm, dtype=np.float64)
+    displacement = np.asarray(displacementRasMm, dtype=np.float32)  # float32 like the file: half the memory
     if displacement.ndim != 4 or displacement.shape[3] != 3:
         raise ValueError(f"A displacement field must have shape (I, J, K, 3), not {displacement.shape}.")
     ijkToRas = np.asarray(ijkToRas, dtype=np.float64)
@@ -58,7 +58,7 @@ def orientedGridTransform(displacementRasMm: np.ndarray, ijkToRas: np.ndarray):
     grid.SetSpacing(*spacing)
     # VTK images are stored with i fastest: (k, j, i, 3) C order
     flat = np.ascontiguousarray(displacement.transpose(2, 1, 0, 3)).reshape(-1, 3)
-    vectors = numpy_support.numpy_to_vtk(flat, deep=True, array_type=vtk.VTK_DOUBLE)
+    vectors = numpy_support.numpy_to_vtk(flat, deep=True, array_type=vtk.VTK_FLOAT)
     vectors.SetName("displacement")
     grid.GetPointData().SetScalars(vectors)
 
@@ -67,6 +67,8 @@ def orientedGridTransform(displacementRasMm: np.ndarray, ijkToRas: np.ndarray):
     transform = slicer.vtkOrientedGridTransform()
     transform.SetDisplacementGridData(grid)
     transform.SetGridDirectionMatrix(_arrayToVtkMatrix(directionMatrix))
+    # linear, as ITK and the engine: the engine's field may live on every 2nd voxel centre and its warped
+    # image and labels were made with the trilinear interpolation of it (Slicer's own reader uses cubic)
     transform.SetInterpolationModeToLinear()
     return transform
 
@@ -76,7 +78,7 @@ def readDisplacementField(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarr
     import nibabel
 
     image = nibabel.load(str(path))
-    data = np.asarray(image.dataobj, dtype=np.float64)
+    data = np.asarray(image.dataobj, dtype=np.float32)
     if data.ndim == 5 and data.shape[3] == 1:
         data = data[:, :, :, 0, :]
     if data.ndim != 4 or data.shape[3] != 3:

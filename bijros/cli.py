@@ -49,6 +49,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="mask on the fixed image (register) or the target (propagate): non-zero voxels are the region "
                         "the similarity counts; any grid (resampled through world coordinates)")
     p.add_argument("--labels-table", default=None, help="label table (CSV, JSON or Slicer .ctbl) for the labels")
+    p.add_argument("--no-qc", action="store_true",
+                   help="do not draw qc.png (slices of the result: checkerboard, label contours, Jacobian)")
     p.add_argument("--progress", default="bar", choices=["bar", "json", "none"],
                    help="bar: human progress bar on stderr; json: one JSON object per line on stdout")
 
@@ -59,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     reg = sub.add_parser("register", help="register a moving image to a fixed image")
-    reg.add_argument("--fixed", required=True)
-    reg.add_argument("--moving", required=True)
+    reg.add_argument("--fixed", required=True, help="image file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or a DICOM series folder (FOLDER::SERIES_UID picks one of several)")
+    reg.add_argument("--moving", required=True, help="image file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or a DICOM series folder (FOLDER::SERIES_UID picks one of several)")
     reg.add_argument("--moving-labels", default=None)
     _add_run_options(reg)
 
@@ -78,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     prop.add_argument("--fusion", default="jlf", choices=["jlf", "weighted", "vote"],
                       help="multi-atlas label fusion: joint label fusion (default; Wang et al. 2013, without patch "
                            "search), locally weighted voting, or majority vote")
-    prop.add_argument("--target", required=True)
+    prop.add_argument("--target", required=True, help="image file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or a DICOM series folder (FOLDER::SERIES_UID picks one of several)")
     _add_run_options(prop)
 
     ev = sub.add_parser("evaluate", help="Dice and HD95 of a label map against a reference; prints JSON")
@@ -207,7 +209,7 @@ def run_registration(fixed_path, moving_path, labels_path, args) -> dict:
         result = register(fixed, moving, labels, options, progress=progress, fixed_mask=mask, stages=stages)
         progress.stage("write")(0.0, "writing outputs")
         out = args.out
-        written = write_outputs(result, out, stages)
+        written = write_outputs(result, out, stages, qc_png=not getattr(args, "no_qc", False))
         progress.done("done")
     finally:
         close()

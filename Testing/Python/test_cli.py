@@ -48,7 +48,7 @@ def test_propagate_end_to_end(atlas, tmp_path):
                    "--progress", "json")
     assert proc.returncode == 0, proc.stderr
     expected = {"displacement.nii.gz", "affine.tfm", "warped.nii.gz", "labels.nii.gz", "labels.csv",
-                "jacobian.nii.gz", "report.json"}
+                "jacobian.nii.gz", "qc.png", "report.json"}
     assert {p.name for p in out.iterdir()} == expected  # and no temporary leftovers
 
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
@@ -65,7 +65,12 @@ def test_propagate_end_to_end(atlas, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "io" and report["device"] == "cpu"
     assert report["bijros_version"]
-    assert {"affine", "deformable", "total"} <= set(report["seconds"])
+    stages = report["seconds"]
+    assert {"startup", "import", "read", "prepare", "affine", "deformable", "compose", "warp_image", "warp_labels",
+            "jacobian", "write", "total", "wall"} <= set(stages)
+    # wall: process start to the last file before report.json; it holds every stage before it
+    assert stages["wall"] >= stages["total"] + stages["write"] + stages["import"] - 0.05
+    assert report["qc_png"]["size"][0] > 0
     assert {"folding_fraction", "sdlogj"} <= set(report["qc"])
 
     target = load_image(atlas["target"])

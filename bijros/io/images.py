@@ -38,15 +38,29 @@ def file_stem(path: Path) -> str:
 def load_image(path: str | os.PathLike, *, label_map: bool = False, label_table: str | None = None) -> Image:
     """Read a 3D image (or label map) keeping its ijk->RAS geometry.
 
+    ``path``: an image file, or a folder holding one DICOM series (``folder::SERIES_UID`` picks one
+    of several; see :mod:`bijros.io.dicom`).
+
     Raises :class:`InputError` for a missing or unreadable file, a format we do not read,
     an image that is not 3D (4D with a single volume is accepted), or (for label maps)
     non-integer values.
     """
+    from bijros.io.dicom import SERIES_SEPARATOR, read_dicom_series, split_series
+
+    if SERIES_SEPARATOR in str(path) or Path(path).is_dir():
+        folder, _uid = split_series(str(path))
+        if not folder.is_dir():
+            raise InputError(f"DICOM folder not found: {folder}. Check the path (it is relative to {Path.cwd()}).")
+        try:
+            array, ijk_to_ras, name = read_dicom_series(str(path))
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"Cannot read the DICOM series in {folder}: {exc}") from exc
+        return _finish(array, ijk_to_ras, name, folder, label_map, label_table)
     path = Path(path)
     if not path.exists():
         raise InputError(f"File not found: {path}. Check the path (it is relative to {Path.cwd()}).")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not an image file. Give a .nii/.nii.gz/.nrrd/.mha file.")
     suffix = file_suffix(path)
     if suffix not in SUPPORTED:
         raise InputError(
@@ -59,8 +73,12 @@ def load_image(path: str | os.PathLike, *, label_map: bool = False, label_table:
     except Exception as exc:  # the readers raise many kinds of errors on corrupt files
         raise InputError(f"Cannot read {path}: the file is damaged or not a valid {suffix} image ({exc}).") from exc
 
+    return _finish(array, ijk_to_ras, file_stem(path), path, label_map, label_table)
+
+
+def _finish(array, ijk_to_ras, name: str, path: Path, label_map: bool, label_table: str | None) -> Image:
     array = _squeeze_to_3d(array, path)
-    image = Image(array=array, ijk_to_ras=ijk_to_ras, name=file_stem(path))
+    image = Image(array=array, ijk_to_ras=ijk_to_ras, name=name)
     if not np.isfinite(np.linalg.det(image.ijk_to_ras[:3, :3])) or abs(np.linalg.det(image.ijk_to_ras[:3, :3])) < 1e-9:
         raise InputError(f"{path.name} has a degenerate voxel-to-world matrix (zero spacing); fix its header.")
     if label_map:

@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from bijros.errors import InputError
-from bijros.io import LPS_TO_RAS, save_image, to_sitk, write_label_table
-from bijros.io.image import Image
+from bijros.io import LPS_TO_RAS, save_image, write_label_table
 from bijros.timing import Stages, process_age
 
 OUTPUT_FILES = ("displacement.nii.gz", "affine.tfm", "warped.nii.gz", "labels.nii.gz", "labels.csv",
-                "jacobian.nii.gz", "confidence.nii.gz", "atlases.json", "report.json")
+                "jacobian.nii.gz", "confidence.nii.gz", "atlases.json", "qc.png", "report.json")
 
 
 def check_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -62,12 +61,23 @@ def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def write_displacement(displacement_ras_mm: np.ndarray, reference: Image, path: Path) -> None:
-    """ITK displacement field (float32 vectors in LPS mm, as ANTs writes) on ``reference``'s grid."""
-    import SimpleITK as sitk
+def write_displacement(displacement_ras_mm: np.ndarray, ijk_to_ras: np.ndarray, path: Path) -> None:
+    """ITK displacement field (float32 vectors in LPS mm, as ANTs writes) on the grid ``ijk_to_ras``.
+
+    Written through nibabel (a NIfTI vector image, intent "vector", shape (I, J, K, 1, 3), as ITK and
+    ANTs write them), whose gzip level 1 is several times faster than SimpleITK's default level for the
+    same file.
+    """
+    import nibabel as nib
 
     lps = displacement_ras_mm.astype(np.float32) * np.array([-1.0, -1.0, 1.0], dtype=np.float32)
-    sitk.WriteImage(to_sitk(reference, lps, is_vector=True), str(path), True)
+    nii = nib.Nifti1Image(lps[:, :, :, None, :], ijk_to_ras)
+    # intent "vector" (1007) with LPS vectors: what SimpleITK writes for a vector image and what ITK, ANTs and
+    # Slicer read as LPS (with 1006, "displacement vector", ITK 5.4 reads the vectors as RAS and flips them)
+    nii.header.set_intent("vector")
+    nii.set_sform(ijk_to_ras, code=1)
+    nii.set_qform(ijk_to_ras, code=1)
+    nib.save(nii, str(path))
 
 
 def affine_to_itk(affine_ras: np.ndarray):
@@ -90,8 +100,10 @@ def _staging_folder(out: Path, prefix: str) -> Path:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=out))
 
 
-def write_outputs(result, out_dir: str | os.PathLike, stages: Stages | None = None) -> dict[str, Path]:
+def write_outputs(result, out_dir: str | os.PathLike, stages: Stages | None = None, qc_png: bool = True) -> dict[str, Path]:
     """Write a registration's outputs into ``out_dir`` (see :func:`write_files`).
+
+    ``qc_png``: also draw ``qc.png`` (:mod:`bijros.qc.picture`; needs Pillow, else the report says why not).
 
     ``stages``: the run's stage timer; each file's writing is timed into it and report.json, written
     last, carries its record (``seconds``), with ``wall``: process start to the last file before it.
@@ -99,14 +111,32 @@ def write_outputs(result, out_dir: str | os.PathLike, stages: Stages | None = No
     import SimpleITK as sitk
 
     writers = {
-        "displacement.nii.gz": lambda path: write_displacement(result.displacement_ras_mm, result.fixed, path),
+        "displacement.nii.gz": lambda path: write_displacement(result.field_ras_mm, result.field_grid.ijk_to_ras, path),
         "affine.tfm": lambda path: sitk.WriteTransform(affine_to_itk(result.affine_ras), str(path)),
         "warped.nii.gz": lambda path: save_image(result.warped, path),
         "jacobian.nii.gz": lambda path: save_image(result.jacobian, path),
     }
     _label_writers(writers, result.labels)
+    if qc_png:
+        _qc_writer(writers, result)
     writers["report.json"] = lambda path: write_report(result.report, path, stages)
     return write_files(writers, out_dir, stages)
+
+
+def _qc_writer(writers: dict, result) -> None:
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        result.report["qc_png"] = "not written: Pillow is not installed (pip install pillow)"
+        return
+
+    def write(path: Path) -> None:
+        from bijros.qc.picture import write_qc_png
+
+        result.report["qc_png"] = write_qc_png(path, result.fixed, result.warped, result.jacobian, result.labels,
+                                               result.report)
+
+    writers["qc.png"] = write
 
 
 def write_multi_atlas_outputs(result, out_dir: str | os.PathLike, stages: Stages | None = None) -> dict[str, Path]:

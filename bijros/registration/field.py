@@ -3,7 +3,12 @@
 The total mapping is ``phi(x) = A @ (x + u(x))`` for fixed RAS points ``x``: ``u`` is the
 deformable displacement (RAS mm) on its own (coarse, axis-aligned) grid and ``A`` the
 fixed->moving affine.
-The stored displacement is ``phi(x) - x`` on the fixed image's own grid.
+The stored displacement is ``phi(x) - x`` on a *displacement grid*: the fixed image's grid, or one
+``factor`` times coarser along each axis whose nodes are every ``factor``-th fixed voxel centre and
+which covers all of them (:func:`displacement_grid`). The mapping at full resolution is by
+definition the trilinear interpolation of that field (:func:`upsample_displacement`), which is what
+ITK, ANTs and Slicer compute from the written file, so the warped image, the labels and the Jacobian
+use exactly the mapping the file holds.
 """
 
 from __future__ import annotations
@@ -30,6 +35,40 @@ def total_displacement(
     a = torch.as_tensor(affine, dtype=x.dtype, device=device)
     phi = y @ a[:3, :3].T + a[:3, 3]
     return phi - x
+
+
+def displacement_factor(fixed_spacing: np.ndarray, field_mm: float | None) -> int:
+    """Coarsening of the written field: 2 when the deformable field lives on a grid at least twice as
+    coarse as the fixed voxels (the default 2 mm field on 1 mm scans), else 1 (full resolution)."""
+    if field_mm is None:  # affine only: a linear field, exactly reproduced from any grid
+        return 2 if min(fixed_spacing) * 2 <= 8.0 else 1
+    return 2 if field_mm >= 2 * float(max(fixed_spacing)) - 1e-6 else 1
+
+
+def displacement_grid(fixed_grid: Grid, factor: int) -> Grid:
+    """The fixed grid with every ``factor``-th voxel centre as nodes, covering all fixed voxel centres."""
+    if factor == 1:
+        return fixed_grid
+    shape = tuple(-(-(n - 1) // factor) + 1 for n in fixed_grid.shape)
+    scale = np.diag([factor, factor, factor, 1.0])
+    return Grid(shape, fixed_grid.ijk_to_ras @ scale)  # type: ignore[arg-type]
+
+
+def upsample_displacement(coarse: torch.Tensor, factor: int, shape: tuple[int, int, int],
+                          start: int = 0, end: int | None = None) -> torch.Tensor:
+    """Trilinear interpolation of a (I', J', K', 3) field on :func:`displacement_grid` at the fixed
+    voxels ``[start, end)`` along i: (end - start, J, K, 3). Separable, so exact and cheap."""
+    if factor == 1:
+        return coarse[start:end]
+    end = shape[0] if end is None else end
+    out = coarse
+    for axis, (lo, hi) in enumerate(((start, end), (0, shape[1]), (0, shape[2]))):
+        pos = torch.arange(lo, hi, device=coarse.device, dtype=torch.float32) / factor
+        i0 = torch.floor(pos).long().clamp(max=out.shape[axis] - 1)
+        i1 = (i0 + 1).clamp(max=out.shape[axis] - 1)
+        w = (pos - i0.float()).view([-1 if a == axis else 1 for a in range(4)])
+        out = torch.index_select(out, axis, i0) * (1 - w) + torch.index_select(out, axis, i1) * w
+    return out
 
 
 def source_ijk_slabs(source_ijk_to_ras: np.ndarray, fixed_grid: Grid, displacement: torch.Tensor, chunk: int = 32):
@@ -103,24 +142,34 @@ def warp_labels(labels: Image, fixed_grid: Grid, displacement: torch.Tensor, chu
     return out.cpu().numpy()
 
 
-def jacobian_determinant(displacement: np.ndarray, ijk_to_ras: np.ndarray) -> np.ndarray:
+def jacobian_determinant(displacement: np.ndarray | torch.Tensor, ijk_to_ras: np.ndarray, chunk: int = 32) -> np.ndarray:
     """det(d phi / d x) for phi(x) = x + displacement(x), on a grid with ``ijk_to_ras``.
 
-    Central differences in index space, converted to physical derivatives with the
-    inverse of the grid's 3x3 direction-spacing matrix. Returns (I, J, K) float32.
+    Central differences in index space (one-sided at the borders, as ``torch.gradient``), converted
+    to physical derivatives with the inverse of the grid's 3x3 direction-spacing matrix; computed
+    slab by slab along i (one voxel of overlap), so memory stays small on large images. ``displacement``:
+    (I, J, K, 3). Returns (I, J, K) float32.
     """
-    d = torch.as_tensor(displacement, dtype=torch.float32)  # (I, J, K, 3)
-    grads = torch.stack(torch.gradient(d, dim=(0, 1, 2)), dim=-1)  # (I,J,K,3 comp,3 ijk)
-    inv = torch.as_tensor(np.linalg.inv(ijk_to_ras[:3, :3]), dtype=torch.float32)  # ijk per mm
-    j = grads @ inv + torch.eye(3)
-    del grads
-    # explicit 3x3 determinant: much faster than batched linalg.det on millions of small matrices
-    det = (
-        j[..., 0, 0] * (j[..., 1, 1] * j[..., 2, 2] - j[..., 1, 2] * j[..., 2, 1])
-        - j[..., 0, 1] * (j[..., 1, 0] * j[..., 2, 2] - j[..., 1, 2] * j[..., 2, 0])
-        + j[..., 0, 2] * (j[..., 1, 0] * j[..., 2, 1] - j[..., 1, 1] * j[..., 2, 0])
-    )
-    return det.numpy()
+    d_all = torch.as_tensor(displacement, dtype=torch.float32)
+    inv = torch.as_tensor(np.linalg.inv(ijk_to_ras[:3, :3]), dtype=torch.float32, device=d_all.device)
+    n = d_all.shape[0]
+    out = np.empty(d_all.shape[:3], np.float32)
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        lo, hi = max(s - 1, 0), min(e + 1, n)
+        d = d_all[lo:hi]
+        g0 = torch.gradient(d, dim=0)[0] if d.shape[0] > 1 else torch.zeros_like(d)
+        g1, g2 = torch.gradient(d, dim=(1, 2))
+        grads = torch.stack([g0, g1, g2], dim=-1)[s - lo:s - lo + (e - s)]  # (slab, J, K, 3 comp, 3 ijk)
+        j = grads @ inv + torch.eye(3, device=d.device)
+        # explicit 3x3 determinant: much faster than batched linalg.det on millions of small matrices
+        det = (
+            j[..., 0, 0] * (j[..., 1, 1] * j[..., 2, 2] - j[..., 1, 2] * j[..., 2, 1])
+            - j[..., 0, 1] * (j[..., 1, 0] * j[..., 2, 2] - j[..., 1, 2] * j[..., 2, 0])
+            + j[..., 0, 2] * (j[..., 1, 0] * j[..., 2, 1] - j[..., 1, 1] * j[..., 2, 0])
+        )
+        out[s:e] = det.cpu().numpy()
+    return out
 
 
 def folding_stats(jac: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:

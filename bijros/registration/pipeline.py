@@ -30,9 +30,12 @@ from bijros.progress import Progress
 from bijros.registration.affine import AffineOptions, affine_register
 from bijros.registration.deformable import DeformableOptions, Level, deformable_register
 from bijros.registration.field import (
+    displacement_factor,
+    displacement_grid,
     folding_stats,
     jacobian_determinant,
     total_displacement,
+    upsample_displacement,
     warp_image,
     warp_labels,
 )
@@ -122,11 +125,21 @@ def _tuples(cfg: dict) -> dict:
 class RegistrationResult:
     fixed: Image
     affine_ras: np.ndarray  # 4x4, fixed RAS -> moving RAS
-    displacement_ras_mm: np.ndarray  # (I, J, K, 3) on the fixed grid: phi(x) - x
+    field_ras_mm: np.ndarray  # (I', J', K', 3) phi(x) - x on field_grid: what displacement.nii.gz holds
+    field_grid: Grid  # the fixed grid, or every 2nd fixed voxel centre (bijros.registration.field)
     warped: Image
     jacobian: Image
     labels: Image | None
     report: dict
+    _full: np.ndarray | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def displacement_ras_mm(self) -> np.ndarray:
+        """(I, J, K, 3) ``phi(x) - x`` at every fixed voxel: the field's trilinear interpolation (exact)."""
+        if self._full is None:
+            factor = round(float(self.field_grid.spacing[0] / self.fixed.spacing[0]))
+            self._full = upsample_displacement(torch.as_tensor(self.field_ras_mm), factor, self.fixed.shape).numpy()
+        return self._full
 
 
 def check_labels_match(image: Image, labels: Image, what: str, allow_resample: bool) -> None:
@@ -234,7 +247,11 @@ def register(
     report_warp(0.0, "composing and resampling")
     with torch.no_grad():
         with timer("compose"):
-            disp = total_displacement(fixed_grid, affine, disp_work, disp_grid, device)
+            field_mm = float(disp_grid.spacing.max()) if disp_grid is not None else None
+            factor = displacement_factor(fixed.spacing, field_mm)
+            out_grid = displacement_grid(fixed_grid, factor)
+            coarse = total_displacement(out_grid, affine, disp_work, disp_grid, device)
+            disp = upsample_displacement(coarse, factor, fixed.shape)
         with timer("warp_image"):
             warped = warp_image(moving, fixed_grid, disp)
         report_warp(0.4, "warping labels" if moving_labels is not None else "Jacobian")
@@ -243,9 +260,11 @@ def register(
             with timer("warp_labels"):
                 labels_arr = warp_labels(moving_labels, fixed_grid, disp).astype(_label_dtype(moving_labels.array))
             labels_out = Image(labels_arr, fixed.ijk_to_ras.copy(), moving_labels.label_table, name="labels")
-        disp_np = disp.cpu().numpy().astype(np.float32)
-    with timer("jacobian"):
-        jac = jacobian_determinant(disp_np, fixed.ijk_to_ras)
+        coarse_np = coarse.cpu().numpy().astype(np.float32)
+        with timer("jacobian"):
+            jac = jacobian_determinant(disp, fixed.ijk_to_ras)
+        disp_np = disp.cpu().numpy() if factor == 1 else None
+        del disp
     report_warp(1.0, "warped")
     with timer("jacobian"):
         qc = folding_stats(jac, fixed_norm > 0.05)
@@ -262,6 +281,11 @@ def register(
         "torch_threads": threads,
         "torch_version": torch.__version__,
         "working_grid": {"shape": list(work.shape), "spacing_mm": spacing},
+        "displacement_grid": {"shape": list(out_grid.shape), "factor": factor,
+                              "spacing_mm": out_grid.spacing.round(4).tolist(),
+                              "note": "displacement.nii.gz holds phi(x) - x at every factor-th fixed voxel centre; "
+                                      "its trilinear interpolation (what ITK, ANTs and Slicer do) is the mapping, "
+                                      "and the warped image, labels and Jacobian were made with it"},
         "fixed": {"name": fixed.name, "shape": list(fixed.shape), "spacing_mm": fixed.spacing.round(4).tolist()},
         "moving": {"name": moving.name, "shape": list(moving.shape), "spacing_mm": moving.spacing.round(4).tolist()},
         "seconds": timer.seconds,  # rounded when written (report_json)
@@ -274,7 +298,9 @@ def register(
     return RegistrationResult(
         fixed=fixed,
         affine_ras=affine,
-        displacement_ras_mm=disp_np,
+        field_ras_mm=coarse_np,
+        field_grid=out_grid,
+        _full=disp_np,
         warped=Image(warped.astype(np.float32), fixed.ijk_to_ras.copy(), name="warped"),
         jacobian=Image(jac.astype(np.float32), fixed.ijk_to_ras.copy(), name="jacobian"),
         labels=labels_out,

@@ -1,0 +1,171 @@
+"""``qc.png``: a registration's result on one page, drawn with Pillow (no plotting library).
+
+Rows: axial, coronal and sagittal slices through the centre of the fixed image's foreground, shown
+in radiological convention like Slicer (patient right on the screen's left; anterior / superior up).
+Columns:
+
+1. *overlay*: the fixed image and the warped moving image as a checkerboard;
+2. *labels*: the propagated labels' contours in their colours on the fixed image (without labels: the
+   warped image's edges in yellow);
+3. *Jacobian*: the determinant of the total mapping's Jacobian, log scale, blue (shrinking) - white
+   (1) - red (growing), folded voxels (``|J| <= 0``) in black; a colour bar below.
+
+A header line carries the method and the folding / SDlogJ figures. The layout (panel boxes in
+pixels) is returned so callers and tests can find each panel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PANEL = 300  # pixels per panel side
+HEADER = 44
+COLORBAR = 56
+COLUMNS = ("overlay", "labels", "jacobian")
+ROWS = ("axial", "coronal", "sagittal")
+LOG2_RANGE = 1.0  # colour bar from J = 0.5 to J = 2
+
+
+def _canonical(array: np.ndarray, ijk_to_ras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Array reordered/flipped to RAS+ axes (nibabel orientation tools) and its voxel spacing."""
+    from nibabel.orientations import apply_orientation, io_orientation
+
+    ornt = io_orientation(ijk_to_ras)
+    spacing = np.linalg.norm(ijk_to_ras[:3, :3], axis=0)[ornt[:, 0].astype(int).argsort()]
+    return apply_orientation(array, ornt), spacing
+
+
+def _scale(a: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    values = a[mask] if mask.any() else a.ravel()
+    lo, hi = np.percentile(values, [1, 99.5]) if values.size else (0.0, 1.0)
+    return np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def _slices(volume: np.ndarray, centre) -> dict[str, np.ndarray]:
+    """2D display arrays (rows top -> bottom, columns left -> right) of a RAS+ volume."""
+    i, j, k = centre
+    return {
+        "axial": volume[:, :, k].T[::-1, ::-1],  # rows: anterior at top; columns: patient right on the left
+        "coronal": volume[:, j, :].T[::-1, ::-1],  # rows: superior at top
+        "sagittal": volume[i, :, :].T[::-1, :],  # rows: superior at top; columns: posterior -> anterior
+    }
+
+
+def _aspect(spacing) -> dict[str, tuple[float, float]]:
+    """(row mm, column mm) per display pixel for each view."""
+    si, sj, sk = spacing
+    return {"axial": (sj, si), "coronal": (sk, si), "sagittal": (sk, sj)}
+
+
+def _boundaries(labels2d: np.ndarray) -> np.ndarray:
+    edge = np.zeros(labels2d.shape, bool)
+    edge[:-1, :] |= labels2d[:-1, :] != labels2d[1:, :]
+    edge[:, :-1] |= labels2d[:, :-1] != labels2d[:, 1:]
+    return edge & (labels2d != 0)
+
+
+def _jacobian_rgb(jac: np.ndarray) -> np.ndarray:
+    t = np.clip(np.log2(np.clip(jac, 1e-6, None)) / LOG2_RANGE, -1, 1)[..., None]
+    white, blue, red = np.array([1.0, 1, 1]), np.array([0.13, 0.35, 0.85]), np.array([0.85, 0.15, 0.12])
+    rgb = np.where(t < 0, white + (-t) * (blue - white), white + t * (red - white))
+    rgb[jac <= 0] = 0.0  # folded
+    return rgb
+
+
+def _panel(rgb: np.ndarray, aspect: tuple[float, float]):
+    """Fit an RGB float array into a PANEL x PANEL tile keeping its physical aspect."""
+    from PIL import Image as PILImage
+
+    h_mm, w_mm = rgb.shape[0] * aspect[0], rgb.shape[1] * aspect[1]
+    scale = PANEL / max(h_mm, w_mm)
+    size = (max(1, round(w_mm * scale)), max(1, round(h_mm * scale)))
+    img = PILImage.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).resize(size, PILImage.NEAREST)
+    tile = PILImage.new("RGB", (PANEL, PANEL), (0, 0, 0))
+    tile.paste(img, ((PANEL - size[0]) // 2, (PANEL - size[1]) // 2))
+    return tile
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def write_qc_png(path, fixed, warped, jacobian, labels=None, report: dict | None = None) -> dict:
+    """Write qc.png for a result (bijros Images on the fixed grid). Returns its layout."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    f, spacing = _canonical(np.asarray(fixed.array, np.float32), fixed.ijk_to_ras)
+    w, _ = _canonical(np.asarray(warped.array, np.float32), fixed.ijk_to_ras)
+    jac, _ = _canonical(np.asarray(jacobian.array, np.float32), fixed.ijk_to_ras)
+    lab = _canonical(np.asarray(labels.array), fixed.ijk_to_ras)[0] if labels is not None else None
+    inside = f > np.percentile(f, 50) if f.size else np.ones_like(f, bool)
+    f, w = _scale(f, inside), _scale(w, inside)
+    fg = np.argwhere(f > 0.1)
+    centre = tuple(int(v) for v in ((fg.min(0) + fg.max(0)) // 2 if len(fg) else np.array(f.shape) // 2))
+    views = {"f": _slices(f, centre), "w": _slices(w, centre), "j": _slices(jac, centre)}
+    if lab is not None:
+        views["l"] = _slices(lab, centre)
+    aspect = _aspect(spacing)
+    table = labels.label_table if labels is not None else None
+
+    width, height = PANEL * len(COLUMNS), HEADER + PANEL * len(ROWS) + COLORBAR
+    page = PILImage.new("RGB", (width, height), (24, 24, 24))
+    draw = ImageDraw.Draw(page)
+    layout = {"size": [width, height], "panels": {}}
+    for r, view in enumerate(ROWS):
+        fs, ws = views["f"][view], views["w"][view]
+        square = max(4, round(16 / min(aspect[view])))  # 16 mm checker squares
+        yy, xx = np.indices(fs.shape)
+        checker = ((yy // square + xx // square) % 2).astype(bool)
+        overlay = np.repeat(np.where(checker, ws, fs)[..., None], 3, -1)
+        base = np.repeat(fs[..., None], 3, -1)
+        if lab is not None:
+            ls = views["l"][view]
+            contour = base.copy()
+            edge = _boundaries(ls)
+            values = ls[edge]
+            colours = {int(v): (table.color(int(v)) if table is not None else (1.0, 1.0, 0.0)) for v in np.unique(values)}
+            contour[edge] = np.array([colours[int(v)] for v in values]) if values.size else contour[edge]
+        else:
+            gy, gx = np.gradient(ws)
+            mag = np.hypot(gy, gx)
+            contour = base.copy()
+            contour[mag > np.percentile(mag, 92)] = (1.0, 0.85, 0.0)
+        jac_rgb = _jacobian_rgb(views["j"][view])
+        jac_rgb[fs < 0.05] = 0.16  # outside the fixed image's foreground: dark grey
+        tiles = {"overlay": overlay, "labels": contour, "jacobian": jac_rgb}
+        for c, column in enumerate(COLUMNS):
+            x0, y0 = c * PANEL, HEADER + r * PANEL
+            page.paste(_panel(tiles[column], aspect[view]), (x0, y0))
+            layout["panels"][f"{view}/{column}"] = [x0, y0, x0 + PANEL, y0 + PANEL]
+            draw.rectangle((x0, y0, x0 + 150, y0 + 20), fill=(24, 24, 24))
+            draw.text((x0 + 6, y0 + 4), f"{view} {column}", fill=(255, 255, 120), font=_font(13))
+            if view != "sagittal":
+                draw.text((x0 + 6, y0 + PANEL - 20), "R", fill=(200, 200, 200), font=_font(13))
+    qc = (report or {}).get("qc", {})
+    header = f"bijros {(report or {}).get('method', '')}  {fixed.name}  <-  {(report or {}).get('moving', {}).get('name', '')}"
+    figures = ""
+    if qc:
+        figures = (f"folding {100 * qc.get('folding_fraction', 0):.3f} %   SDlogJ {qc.get('sdlogj', 0):.3f}   "
+                   f"|J| {qc.get('jacobian_min', 0):.2f} .. {qc.get('jacobian_max', 0):.2f}")
+    draw.text((8, 4), header.strip(), fill=(255, 255, 255), font=_font(15))
+    draw.text((8, 24), figures, fill=(255, 220, 150), font=_font(14))
+    # colour bar under the Jacobian column: J = 0.5 .. 2 on a log scale
+    x0, y0 = 2 * PANEL + 20, HEADER + 3 * PANEL + 8
+    bar_w = PANEL - 40
+    ramp = np.exp2(np.linspace(-LOG2_RANGE, LOG2_RANGE, bar_w))[None, :].repeat(14, 0)
+    page.paste(PILImage.fromarray((_jacobian_rgb(ramp) * 255).astype(np.uint8)), (x0, y0))
+    for value, frac in ((0.5, 0.0), (1.0, 0.5), (2.0, 1.0)):
+        draw.text((x0 + frac * (bar_w - 1) - 8, y0 + 18), f"{value:g}", fill=(230, 230, 230), font=_font(12))
+    draw.text((8, y0 + 2), "checkerboard: fixed / warped moving   contours: propagated labels   "
+              "Jacobian: black = folded, grey = outside", fill=(200, 200, 200), font=_font(12))
+    layout["colorbar"] = [x0, y0, x0 + bar_w, y0 + 14]
+    page.save(str(Path(path)), format="PNG", optimize=False, compress_level=3)
+    return layout
