@@ -1,3 +1,3 @@
-from bijros.cli import main
+from bijros.cli import entry
 
-raise SystemExit(main())
+entry()

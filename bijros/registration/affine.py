@@ -13,7 +13,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from bijros.registration.grid import Grid, downsample, points_ras, pool_factors, sample
+from bijros.registration.grid import Grid, downsample, points_ras, pool_factors
+from bijros.registration.optim import CosineAdam
 from bijros.registration.similarity import mi_loss, ncc_loss
 
 
@@ -41,6 +42,16 @@ def centre_of_mass(volume: torch.Tensor, grid: Grid) -> torch.Tensor:
     ijk_t = torch.stack(ijk)
     m = torch.as_tensor(grid.ijk_to_ras, dtype=w.dtype, device=w.device)
     return m[:3, :3] @ ijk_t + m[:3, 3]
+
+
+def _ras_to_grid_sample(grid: Grid) -> np.ndarray:
+    """4x4 mapping RAS points to ``grid_sample`` coordinates of ``grid`` (as :func:`grid.ras_to_normalized`)."""
+    size = np.array([max(n - 1, 1) for n in grid.shape], float)
+    scale = np.eye(4)
+    scale[:3, :3] = np.diag(2.0 / size)
+    scale[:3, 3] = -1.0
+    flip = np.eye(4)[[2, 1, 0, 3]]
+    return flip @ scale @ np.linalg.inv(grid.ijk_to_ras)
 
 
 def _skew(w: torch.Tensor) -> torch.Tensor:
@@ -98,28 +109,30 @@ def affine_register(
                 if int(inside.sum()) >= 64:  # a mask smaller than a few coarse voxels: use every point at this level
                     pts, f_vals = pts[inside], f_vals[:, inside]
             n_pts = pts.shape[0]
+            m_in = m_lvl[None]
+            # RAS -> grid_sample coordinates (k, j, i order, [-1, 1]) of the moving level, as one affine map
+            norm = torch.as_tensor(_ras_to_grid_sample(m_grid), dtype=dt, device=dev)
+            to_norm_lin, to_norm_off = norm[:3, :3], norm[:3, 3]
             scale = level_mm / max(opts.levels_mm)
-            params = [{"params": [trans], "lr": opts.lr_translation_mm * max(scale, 0.25)},
-                      {"params": [rot], "lr": opts.lr_matrix * max(scale, 0.25)}]
+            groups = [(trans, opts.lr_translation_mm * max(scale, 0.25)), (rot, opts.lr_matrix * max(scale, 0.25))]
             if stage == "affine":
-                params.append({"params": [gen], "lr": opts.lr_matrix * 0.5 * max(scale, 0.25)})
-            optim = torch.optim.Adam(params)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=n_iter, eta_min=0.0)
+                groups.append((gen, opts.lr_matrix * 0.5 * max(scale, 0.25)))
+            optim = CosineAdam(groups, n_iter, eta_min=0.0)
             for it in range(n_iter):
-                optim.zero_grad(set_to_none=True)
+                optim.zero_grad()
                 if n_pts > opts.max_samples:  # a fresh sorted random subset each step (stochastic, like elastix)
                     pick = torch.sort(torch.randint(0, n_pts, (opts.max_samples,), generator=rng))[0].to(dev)
                     p_it, f_it = pts[pick], f_vals[:, pick]
                 else:
                     p_it, f_it = pts, f_vals
                 q = p_it @ matrix().T + c_f + trans
-                moved = sample(m_lvl, m_grid, q.view(1, 1, -1, 3))[:, 0]
+                moved = torch.nn.functional.grid_sample(m_in, (q @ to_norm_lin.T + to_norm_off).view(1, 1, 1, -1, 3),
+                                                        align_corners=True)[0, :, 0, 0]
                 loss = _loss(opts.metric, f_it, moved)
                 loss.backward()
                 if stage == "rigid" and gen.grad is not None:
                     gen.grad = None
                 optim.step()
-                sched.step()
                 done += 1
                 if progress and it % 10 == 0:
                     progress(done / total, f"{stage} {level_mm:g} mm: loss {loss.item():.4f}")

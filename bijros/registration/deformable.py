@@ -25,6 +25,7 @@ from bijros.registration.grid import (
     ras_to_normalized,
     sample,
 )
+from bijros.registration.optim import CosineAdam
 from bijros.registration.similarity import bending_penalty, box_filter, diffusion_penalty, mind_ssc
 
 
@@ -36,6 +37,7 @@ class Level:
     param_mm: float
     iterations: int
     similarity: str = "mind"  # mind (MIND-SSC SSD) | lcn (locally normalised intensity SSD)
+    max_samples: int | None = None  # voxels scored per step at this level (None: the options' max_samples)
 
 
 @dataclasses.dataclass
@@ -152,7 +154,8 @@ def deformable_register(
             level_mask = downsample(fixed_mask, grid, pool_factors(grid.spacing, level.feature_mm))[0] > 0.5
         candidates = _foreground_indices(f_lvl, m_lvl, level_mask)
         n_cand = candidates.numel()
-        n_samples = min(n_cand, opts.max_samples, max(opts.min_samples, int(n_cand * opts.sample_fraction)))
+        cap = level.max_samples if level.max_samples is not None else opts.max_samples
+        n_samples = min(n_cand, cap, max(opts.min_samples, int(n_cand * opts.sample_fraction)))
         cand_ras = _flat_to_ras(candidates, f_grid)
         feat_norm = ras_to_normalized(cand_ras, f_grid)  # (M, 3) in feature-grid grid_sample coords
         # the field at the candidates: a gather (same grid) or an 8-corner gather (coarser field grid)
@@ -174,15 +177,14 @@ def deformable_register(
             if opts.diffeomorphic and not carried_is_velocity:
                 start = log_field(start, opts.integration_steps)
         param = start.clone().requires_grad_(True)
-        optim = torch.optim.Adam([param], lr=opts.learning_rate, fused=param.device.type in ("cpu", "cuda"))
         n_iter = level.iterations
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(n_iter, 1), eta_min=opts.learning_rate * 0.1)
+        optim = CosineAdam([(param, opts.learning_rate)], n_iter, eta_min=opts.learning_rate * 0.1)
         for it in range(n_iter):
             if cancel is not None and cancel():
                 from bijros.errors import CancelledError
 
                 raise CancelledError("Registration cancelled.")
-            optim.zero_grad(set_to_none=True)
+            optim.zero_grad()
             field = param
             disp = exp_field(field, opts.integration_steps) if opts.diffeomorphic else field
             # sorted positions keep memory access near-sequential: grid_sample runs ~3x faster
@@ -203,7 +205,6 @@ def deformable_register(
                 loss = loss + opts.reg_weight * reg
             loss.backward()
             optim.step()
-            sched.step()
             with torch.no_grad():  # elastic regularisation: smooth the field after every step (demons-like)
                 for _ in range(opts.smooth_passes):
                     param.copy_(box_filter(param, opts.smooth_size))

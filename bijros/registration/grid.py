@@ -99,3 +99,53 @@ def downsample(
 def pool_factors(spacing: np.ndarray, target_mm: float) -> tuple[int, int, int]:
     """Integer pooling factors bringing ``spacing`` close to (not above) ``target_mm``."""
     return tuple(max(1, math.floor(target_mm / s + 1e-6)) for s in spacing)  # type: ignore[return-value]
+
+
+def lattice_map(src: Grid, dst: Grid) -> tuple[np.ndarray, np.ndarray] | None:
+    """When every voxel centre of ``dst`` is a voxel centre of ``src`` (same spacing, axes a signed
+    permutation, integer offset): (perm, offset) with ``src_ijk = P @ dst_ijk + offset``; else None."""
+    t = np.linalg.inv(src.ijk_to_ras) @ dst.ijk_to_ras
+    lin, off = t[:3, :3], t[:3, 3]
+    rounded = np.round(lin)
+    if not np.allclose(lin, rounded, atol=1e-6) or not np.allclose(off, np.round(off), atol=1e-4):
+        return None
+    if sorted(np.abs(rounded).sum(0).tolist()) != [1.0, 1.0, 1.0] or sorted(np.abs(rounded).sum(1).tolist()) != [1.0, 1.0, 1.0]:
+        return None
+    return rounded.astype(int), np.round(off).astype(int)
+
+
+def resample_to_grid(volume: torch.Tensor, src: Grid, dst: Grid) -> torch.Tensor:
+    """``volume`` (C, I, J, K) on ``src`` resampled at the voxel centres of ``dst`` (trilinear, 0 outside):
+    an exact copy by indexing when ``dst``'s voxels lie on ``src``'s lattice, else ``grid_sample``."""
+    mapping = lattice_map(src, dst)
+    if mapping is None:
+        return sample(volume, src, points_ras(dst, volume.device))
+    perm, off = mapping
+    volume = volume.to(torch.float32)  # as sample() returns
+    out = torch.zeros((volume.shape[0], *dst.shape), dtype=torch.float32, device=volume.device)
+    index = []
+    for a in range(3):  # src axis a is driven by dst axis b with sign sgn: src_a = sgn * dst_b + off_a
+        b = int(np.nonzero(perm[a])[0][0])
+        index.append((b, int(perm[a, b]), int(off[a])))
+    # for every dst axis b: the dst index range whose src index is inside the source
+    src_slices, dst_slices = [slice(None)] * 3, [slice(None)] * 3
+    order = [0] * 3
+    flips = []
+    for a, (b, sgn, o) in enumerate(index):
+        n_src, n_dst = volume.shape[1 + a], dst.shape[b]
+        d = np.arange(n_dst)
+        valid = d[(sgn * d + o >= 0) & (sgn * d + o < n_src)]
+        if valid.size == 0:
+            return out
+        lo, hi = int(valid[0]), int(valid[-1])
+        dst_slices[b] = slice(lo, hi + 1)
+        s0, s1 = sorted((sgn * lo + o, sgn * hi + o))
+        src_slices[a] = slice(s0, s1 + 1)
+        order[b] = a
+        if sgn < 0:
+            flips.append(b)
+    block = volume[(slice(None), *src_slices)].permute(0, *[1 + a for a in order])
+    if flips:
+        block = block.flip([1 + b for b in flips])
+    out[(slice(None), *dst_slices)] = block
+    return out

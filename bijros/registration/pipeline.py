@@ -39,7 +39,7 @@ from bijros.registration.field import (
     warp_image,
     warp_labels,
 )
-from bijros.registration.grid import Grid, points_ras, sample
+from bijros.registration.grid import Grid, points_ras, resample_to_grid, sample
 from bijros.registration.methods import DEFAULT_METHOD, METHOD_NAMES, load_methods
 from bijros.registration.preprocess import check_intensity_image, robust_normalize, working_grid
 from bijros.timing import Stages
@@ -202,7 +202,7 @@ def register(
     f_t = torch.as_tensor(fixed_norm, device=device)[None]
     m_t = torch.as_tensor(moving_norm, device=device)[None]
     work_pts = points_ras(work, device)
-    f_work = sample(f_t, fixed_grid, work_pts)
+    f_work = resample_to_grid(f_t, fixed_grid, work)
     mask_work = _mask_on_grid(fixed_mask, work_pts, device) if fixed_mask is not None else None
     report_load(1.0, f"working grid {work.shape} at {spacing:g} mm")
     timer.add("prepare", time.perf_counter() - t0)
@@ -215,7 +215,7 @@ def register(
         # the moving image goes through the same resampling as the fixed one (its own RAS-aligned
         # grid at the working spacing), so identical images give identical pyramids
         m_canon_grid = working_grid(moving, moving_norm, spacing)
-        m_canon = sample(m_t, moving_grid, points_ras(m_canon_grid, device))
+        m_canon = resample_to_grid(m_t, moving_grid, m_canon_grid)
         affine = affine_register(f_work, work, m_canon, m_canon_grid, opts.affine_options(),
                                  progress=prog.stage("affine"), fixed_mask=mask_work)
         del m_canon
