@@ -17,6 +17,10 @@ from bijros.registration.grid import Grid, downsample, points_ras, pool_factors
 from bijros.registration.optim import CosineAdam
 from bijros.registration.similarity import mi_loss, ncc_loss
 
+#: a pyramid level (affine or deformable) whose grid has fewer voxels than this along an axis is skipped
+#: (small crops need no coarse level; the finest level always runs)
+MIN_LEVEL_VOXELS = 8
+
 
 @dataclasses.dataclass
 class AffineOptions:
@@ -97,10 +101,13 @@ def affine_register(
     total = sum(sum(its) for _, its in stages)
     done = 0
     for stage, iterations in stages:
-        for level_mm, n_iter in zip(opts.levels_mm, iterations):
+        for index, (level_mm, n_iter) in enumerate(zip(opts.levels_mm, iterations)):
             if n_iter <= 0:
                 continue
             f_lvl, f_grid = downsample(fixed, fixed_grid, pool_factors(fixed_grid.spacing, level_mm))
+            if min(f_grid.shape) < MIN_LEVEL_VOXELS and index < len(opts.levels_mm) - 1:
+                done += n_iter  # the pyramid's depth follows the image: a level of a few voxels is skipped
+                continue
             m_lvl, m_grid = downsample(moving, moving_grid, pool_factors(moving_grid.spacing, level_mm), zero_margin=True)
             pts = points_ras(f_grid, dev).reshape(-1, 3) - c_f
             f_vals = f_lvl.reshape(1, -1)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bijros.registration.affine import MIN_LEVEL_VOXELS
 from bijros.registration.grid import (
     Grid,
     downsample,
@@ -141,8 +142,11 @@ def deformable_register(
     prev_grid: Grid | None = None if init is None else init[1]
     carried_is_velocity = False
     disp_mm: torch.Tensor | None = None if init is None else init[0]
-    for level in opts.levels:
+    for index, level in enumerate(opts.levels):
         f_lvl, f_grid = downsample(fixed, grid, pool_factors(grid.spacing, level.feature_mm))
+        if min(f_grid.shape) < MIN_LEVEL_VOXELS and index < len(opts.levels) - 1:
+            done += level.iterations  # a level of a few voxels (small crops) is skipped
+            continue
         m_lvl, _ = downsample(moving, grid, pool_factors(grid.spacing, level.feature_mm))
         p_grid = _param_grid(grid, level.param_mm)
         p_spacing = float(p_grid.spacing[0])
