@@ -23,18 +23,25 @@ from bijros.registration.grid import Grid, points_ras, sample
 def total_displacement(
     fixed_grid: Grid, affine: np.ndarray, field_mm: torch.Tensor | None, field_grid: Grid | None, device="cpu"
 ) -> torch.Tensor:
-    """``phi(x) - x`` in RAS mm on ``fixed_grid``: (I, J, K, 3) float32.
+    """``phi(x) - x`` in RAS mm on ``fixed_grid``: (I, J, K, 3) float32, slab by slab along i.
 
     ``field_mm`` (1, 3, X, Y, Z) is the deformable displacement on ``field_grid`` (None: affine only).
     """
-    x = points_ras(fixed_grid, device)
-    y = x
-    if field_mm is not None and field_grid is not None:
-        u = sample(field_mm[0], field_grid, x, padding_mode="border")  # (3, I, J, K)
-        y = x + u.permute(1, 2, 3, 0)
-    a = torch.as_tensor(affine, dtype=x.dtype, device=device)
-    phi = y @ a[:3, :3].T + a[:3, 3]
-    return phi - x
+    a = torch.as_tensor(affine, dtype=torch.float32, device=device)
+    out = torch.empty((*fixed_grid.shape, 3), dtype=torch.float32, device=device)
+    ni, nj, nk = fixed_grid.shape
+    step = max(1, 2_000_000 // max(1, nj * nk))
+    for s in range(0, ni, step):
+        e = min(s + step, ni)
+        shift = np.eye(4)
+        shift[0, 3] = s
+        x = points_ras(Grid((e - s, nj, nk), fixed_grid.ijk_to_ras @ shift), device)
+        y = x
+        if field_mm is not None and field_grid is not None:
+            u = sample(field_mm[0], field_grid, x, padding_mode="border")  # (3, slab, J, K)
+            y = x + u.permute(1, 2, 3, 0)
+        out[s:e] = y @ a[:3, :3].T + a[:3, 3] - x
+    return out
 
 
 def displacement_factor(fixed_spacing: np.ndarray, field_mm: float | None) -> int:
@@ -71,14 +78,40 @@ def upsample_displacement(coarse: torch.Tensor, factor: int, shape: tuple[int, i
     return out
 
 
-def source_ijk_slabs(source_ijk_to_ras: np.ndarray, fixed_grid: Grid, displacement: torch.Tensor, chunk: int = 32):
+class DenseField:
+    """``phi(x) - x`` at the fixed voxels, produced slab by slab along i from the written field (a
+    (I', J', K', 3) tensor on :func:`displacement_grid` with ``factor``): the full-resolution field is
+    never held whole. A plain (I, J, K, 3) array or tensor is a field with ``factor`` 1."""
+
+    def __init__(self, field, factor: int = 1, shape: tuple[int, int, int] | None = None):
+        self.field = torch.as_tensor(field, dtype=torch.float32)
+        self.factor = int(factor)
+        self.shape = tuple(shape) if shape is not None else tuple(self.field.shape[:3])
+        self.device = self.field.device
+
+    def slab(self, start: int, end: int) -> torch.Tensor:
+        return upsample_displacement(self.field, self.factor, self.shape, start, end)
+
+    def chunk(self, cost: int = 1) -> int:
+        """Slab thickness keeping a slab near 1 M voxels / ``cost``, at least 2 slices: temporaries stay
+        below glibc's mmap threshold, so they are reused instead of being faulted in afresh per slab."""
+        return max(2, min(self.shape[0], 1_000_000 // max(1, self.shape[1] * self.shape[2] * cost)))
+
+
+def _as_field(displacement) -> DenseField:
+    return displacement if isinstance(displacement, DenseField) else DenseField(displacement)
+
+
+def source_ijk_slabs(source_ijk_to_ras: np.ndarray, fixed_grid: Grid, displacement, chunk: int | None = None):
     """Yield ``(start, end, ijk)``: source-image voxel coordinates (end - start, J, K, 3) of the fixed
     voxels of slabs ``[start, end)`` along i, sampled at ``x + displacement(x)``.
 
     ``ijk_src = R (M ijk_fixed + t + d)``: the fixed grid's matrix is folded into one affine, so no
     full-size array of world points is ever built.
     """
-    dev = displacement.device
+    field = _as_field(displacement)
+    chunk = chunk or field.chunk()
+    dev = field.device
     ras_to_ijk = torch.as_tensor(np.linalg.inv(source_ijk_to_ras), dtype=torch.float32, device=dev)
     m = torch.as_tensor(fixed_grid.ijk_to_ras, dtype=torch.float32, device=dev)
     lin = ras_to_ijk[:3, :3] @ m[:3, :3]
@@ -89,12 +122,13 @@ def source_ijk_slabs(source_ijk_to_ras: np.ndarray, fixed_grid: Grid, displaceme
         e = min(s + chunk, ni)
         ii = torch.arange(s, e, device=dev, dtype=torch.float32)[:, None, None].expand(-1, nj, nk)
         ijk_f = torch.stack([ii, jj.expand(e - s, -1, -1).float(), kk.expand(e - s, -1, -1).float()], -1)
-        yield s, e, ijk_f @ lin.T + off + displacement[s:e] @ ras_to_ijk[:3, :3].T
+        yield s, e, ijk_f @ lin.T + off + field.slab(s, e) @ ras_to_ijk[:3, :3].T
 
 
-def warp_image(moving: Image, fixed_grid: Grid, displacement: torch.Tensor, chunk: int = 32) -> np.ndarray:
-    """Trilinear resampling of ``moving`` at ``x + displacement`` (slab by slab to bound memory; 0 outside)."""
-    dev = displacement.device
+def warp_image(moving: Image, fixed_grid: Grid, displacement, chunk: int | None = None) -> np.ndarray:
+    """Trilinear resampling of ``moving`` at ``x + displacement`` (a :class:`DenseField` or an (I, J, K, 3)
+    array; slab by slab to bound memory; 0 outside)."""
+    dev = _as_field(displacement).device
     vol = torch.as_tensor(np.asarray(moving.array, dtype=np.float32), device=dev)[None, None]
     size = torch.tensor([max(n - 1, 1) for n in moving.shape], device=dev, dtype=torch.float32)
     out = torch.empty(fixed_grid.shape, dtype=torch.float32, device=dev)
@@ -105,14 +139,16 @@ def warp_image(moving: Image, fixed_grid: Grid, displacement: torch.Tensor, chun
     return out.cpu().numpy()
 
 
-def warp_labels(labels: Image, fixed_grid: Grid, displacement: torch.Tensor, chunk: int = 32) -> np.ndarray:
+def warp_labels(labels: Image, fixed_grid: Grid, displacement, chunk: int | None = None) -> np.ndarray:
     """Label resampling equal to trilinear one-hot interpolation + argmax, without one-hot volumes.
 
     For every output voxel the 8 surrounding source voxels vote with their trilinear
     weights; the label with the largest summed weight wins (0 outside the source). Where
     all 8 agree (most voxels) the vote is skipped.
     """
-    dev = displacement.device
+    field = _as_field(displacement)
+    chunk = chunk or field.chunk(cost=1)
+    dev = field.device
     src = torch.as_tensor(np.asarray(labels.array, dtype=np.int32), device=dev)
     padded = torch.nn.functional.pad(src, (1, 1, 1, 1, 1, 1))  # zero border: outside reads label 0
     n = torch.tensor(src.shape, device=dev)
@@ -122,7 +158,7 @@ def warp_labels(labels: Image, fixed_grid: Grid, displacement: torch.Tensor, chu
     corners = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], device=dev)
     corner_offsets = (corners * strides).sum(-1)
     flat = padded.reshape(-1)
-    for s, e, slab in source_ijk_slabs(labels.ijk_to_ras, fixed_grid, displacement, chunk):
+    for s, e, slab in source_ijk_slabs(labels.ijk_to_ras, fixed_grid, field, chunk):
         ijk = slab.reshape(-1, 3)
         base = torch.floor(ijk)
         frac = ijk - base
@@ -142,22 +178,23 @@ def warp_labels(labels: Image, fixed_grid: Grid, displacement: torch.Tensor, chu
     return out.cpu().numpy()
 
 
-def jacobian_determinant(displacement: np.ndarray | torch.Tensor, ijk_to_ras: np.ndarray, chunk: int = 32) -> np.ndarray:
+def jacobian_determinant(displacement, ijk_to_ras: np.ndarray, chunk: int | None = None) -> np.ndarray:
     """det(d phi / d x) for phi(x) = x + displacement(x), on a grid with ``ijk_to_ras``.
 
     Central differences in index space (one-sided at the borders, as ``torch.gradient``), converted
     to physical derivatives with the inverse of the grid's 3x3 direction-spacing matrix; computed
-    slab by slab along i (one voxel of overlap), so memory stays small on large images. ``displacement``:
-    (I, J, K, 3). Returns (I, J, K) float32.
+    slab by slab along i (one voxel of overlap), so memory stays small on large images.
+    ``displacement``: a :class:`DenseField` or an (I, J, K, 3) array. Returns (I, J, K) float32.
     """
-    d_all = torch.as_tensor(displacement, dtype=torch.float32)
-    inv = torch.as_tensor(np.linalg.inv(ijk_to_ras[:3, :3]), dtype=torch.float32, device=d_all.device)
-    n = d_all.shape[0]
-    out = np.empty(d_all.shape[:3], np.float32)
+    field = _as_field(displacement)
+    chunk = chunk or field.chunk(cost=1)
+    inv = torch.as_tensor(np.linalg.inv(ijk_to_ras[:3, :3]), dtype=torch.float32, device=field.device)
+    n = field.shape[0]
+    out = np.empty(field.shape, np.float32)
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
         lo, hi = max(s - 1, 0), min(e + 1, n)
-        d = d_all[lo:hi]
+        d = field.slab(lo, hi)
         g0 = torch.gradient(d, dim=0)[0] if d.shape[0] > 1 else torch.zeros_like(d)
         g1, g2 = torch.gradient(d, dim=(1, 2))
         grads = torch.stack([g0, g1, g2], dim=-1)[s - lo:s - lo + (e - s)]  # (slab, J, K, 3 comp, 3 ijk)

@@ -30,6 +30,7 @@ from bijros.progress import Progress
 from bijros.registration.affine import AffineOptions, affine_register
 from bijros.registration.deformable import DeformableOptions, Level, deformable_register
 from bijros.registration.field import (
+    DenseField,
     displacement_factor,
     displacement_grid,
     folding_stats,
@@ -251,7 +252,7 @@ def register(
             factor = displacement_factor(fixed.spacing, field_mm)
             out_grid = displacement_grid(fixed_grid, factor)
             coarse = total_displacement(out_grid, affine, disp_work, disp_grid, device)
-            disp = upsample_displacement(coarse, factor, fixed.shape)
+            disp = DenseField(coarse, factor, fixed.shape)  # full resolution slab by slab, never whole
         with timer("warp_image"):
             warped = warp_image(moving, fixed_grid, disp)
         report_warp(0.4, "warping labels" if moving_labels is not None else "Jacobian")
@@ -263,7 +264,7 @@ def register(
         coarse_np = coarse.cpu().numpy().astype(np.float32)
         with timer("jacobian"):
             jac = jacobian_determinant(disp, fixed.ijk_to_ras)
-        disp_np = disp.cpu().numpy() if factor == 1 else None
+        disp_np = coarse_np if factor == 1 else None
         del disp
     report_warp(1.0, "warped")
     with timer("jacobian"):
@@ -301,7 +302,7 @@ def register(
         field_ras_mm=coarse_np,
         field_grid=out_grid,
         _full=disp_np,
-        warped=Image(warped.astype(np.float32), fixed.ijk_to_ras.copy(), name="warped"),
+        warped=Image(_in_dtype_of(warped, moving.array.dtype), fixed.ijk_to_ras.copy(), name="warped"),
         jacobian=Image(jac.astype(np.float32), fixed.ijk_to_ras.copy(), name="jacobian"),
         labels=labels_out,
         report=report,
@@ -334,6 +335,17 @@ def _mask_on_grid(mask: Image, points: torch.Tensor, device) -> torch.Tensor:
         raise InputError(f"The fixed mask '{mask.name}' covers fewer than 27 voxels of the working grid; draw a larger "
                          "region or use a finer --spacing.")
     return result
+
+
+def _in_dtype_of(values: np.ndarray, dtype) -> np.ndarray:
+    """The warped image in the moving image's voxel type (integers rounded and clipped; e.g. CT in HU)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu" or dtype.itemsize > 4:
+        return values.astype(np.float32, copy=False)
+    info = np.iinfo(dtype)
+    np.rint(values, out=values)
+    np.clip(values, info.min, info.max, out=values)
+    return values.astype(dtype)
 
 
 def _label_dtype(array: np.ndarray):

@@ -28,7 +28,7 @@ def check_intensity_image(image: Image, what: str) -> None:
 
 def robust_normalize(array: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5) -> np.ndarray:
     """Scale intensities so the [low, high] percentiles of the non-background voxels map to [0, 1]."""
-    arr = np.asarray(array, dtype=np.float32)
+    arr = np.asarray(array)
     background = np.min(arr)
     # percentiles of a regular subsample (every n-th voxel, ~1 M) are enough and much faster
     step = max(1, arr.size // 1_000_000)
@@ -40,7 +40,10 @@ def robust_normalize(array: np.ndarray, low_pct: float = 0.5, high_pct: float = 
         lo = min(lo, background)  # keep background at 0 (skull-stripped MRI, CT air)
     if hi <= lo:
         hi = lo + 1.0
-    return np.clip((arr - np.float32(lo)) / np.float32(hi - lo), 0.0, 1.0).astype(np.float32, copy=False)
+    out = arr.astype(np.float32)  # a new array, then in place: fresh large buffers are slow to fill
+    out -= np.float32(lo)
+    out *= np.float32(1.0 / (hi - lo))
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def foreground_bbox_ras(image: Image, normalized: np.ndarray, threshold: float = 0.05) -> np.ndarray:
