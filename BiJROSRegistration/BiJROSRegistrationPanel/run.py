@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from BiJROSLib import dependencies
 from BiJROSLib.panel import createdNodeNames
+from BiJROSLib.views import resultForeground, showInSliceViews
 
 
 def requiredPackages(widget) -> list:
@@ -20,9 +21,6 @@ def startJob(widget):
 
 
 def showResults(widget, nodes) -> None:
-    import slicer
-
     widget.ui.statusLabel.text = "Done. Created: " + ", ".join(createdNodeNames(nodes)) + "."
-    fixed = widget._parameterNode.GetNodeReference("FixedVolume")
-    if nodes.get("warpedVolume") is not None:
-        slicer.util.setSliceViewerLayers(background=fixed, foreground=nodes["warpedVolume"], foregroundOpacity=0.5)
+    showInSliceViews(widget._parameterNode.GetNodeReference("FixedVolume"), segmentation=nodes.get("segmentation"),
+                     foreground=resultForeground(nodes))

@@ -6,6 +6,7 @@ its files) and how the results are shown. The button, progress, Cancel and the j
 from __future__ import annotations
 
 from BiJROSLib import dependencies
+from BiJROSLib.views import resultForeground, showInSliceViews
 
 from .selection import storeRanking
 
@@ -34,8 +35,6 @@ def startJob(widget):
 
 
 def showResults(widget, nodes) -> None:
-    import slicer
-
     if nodes.get("ranking") is not None:
         storeRanking(widget, nodes["ranking"])
     segmentation = nodes["segmentation"]
@@ -47,4 +46,5 @@ def showResults(widget, nodes) -> None:
     segments = segmentation.GetSegmentation().GetNumberOfSegments()
     fused = f", fused from {sum(r['used'] for r in nodes['ranking'])} atlases" if nodes.get("ranking") else ""
     widget.ui.statusLabel.text = f"Done. '{segmentation.GetName()}' has {segments} segments{fused}."
-    slicer.util.setSliceViewerLayers(background=widget._parameterNode.GetNodeReference("TargetVolume"))
+    showInSliceViews(widget._parameterNode.GetNodeReference("TargetVolume"), segmentation=segmentation,
+                     foreground=resultForeground(nodes))

@@ -111,6 +111,12 @@ def test_propagate_scene_atlas_through_the_panel(fs, shared_data):
     assert len(results) == 1
     assert sorted(segmentNames(results[0])) == sorted(segmentNames(atlasSegmentation))
     assert "segments" in ui.statusLabel.text
+    # the result in the slice views: target as background, the segmentation as outlines on it
+    composites = [scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+                  for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+    assert len(composites) == 3 and all(c.GetBackgroundVolumeID() == target.GetID() for c in composites)
+    display = results[0].GetDisplayNode()
+    assert display.GetVisibility2DOutline() and not display.GetVisibility2DFill()
     saveScreenshot(fs.parent, "FewShotSegment.png", size=(450, 900))
 
 

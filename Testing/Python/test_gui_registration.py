@@ -157,6 +157,13 @@ def test_register_hippocampus_through_the_panel(reg, shared_data):
     propagated = [n for n in slicer_shell_nodes(scene, "vtkMRMLSegmentationNode") if n is not segmentation]
     assert len(propagated) == 1
     assert sorted(segmentNames(propagated[0])) == sorted(segmentNames(segmentation))
+    # the slice views: fixed as background, the Jacobian map as a half-transparent foreground, labels as outlines
+    jacobian = next(n for n in slicer_shell_nodes(scene, "vtkMRMLScalarVolumeNode") if "Jacobian" in n.GetName())
+    composites = slicer_shell_nodes(scene, "vtkMRMLSliceCompositeNode")
+    assert len(composites) == 3
+    assert all(c.GetBackgroundVolumeID() == fixed.GetID() and c.GetForegroundVolumeID() == jacobian.GetID()
+               and c.GetForegroundOpacity() == 0.5 for c in composites)
+    assert propagated[0].GetDisplayNode().GetVisibility2DOutline() and not propagated[0].GetDisplayNode().GetVisibility2DFill()
     ui.advancedCollapsibleButton.collapsed = False
     assert ui.advancedCollapsibleButton.collapsed is False and not ui.presetComboBox.isHidden()
     ui.advancedCollapsibleButton.collapsed = True

@@ -115,6 +115,12 @@ def newScene():
     segmentationsLogic = slicer.vtkSlicerSegmentationsModuleLogic()
     segmentationsLogic.SetMRMLScene(scene)
     scene.GetSubjectHierarchyNode()
+    # the three slice views' composite nodes, as Slicer's layout manager creates them (singletons)
+    for layoutName in ("Red", "Yellow", "Green"):
+        composite = slicer.vtkMRMLSliceCompositeNode()
+        composite.SetLayoutName(layoutName)
+        composite.SetSingletonTag(layoutName)
+        scene.AddNode(composite)
     # keep the logics alive as long as the scene (Slicer's application owns them)
     scene._slicer_shell_logics = (applicationLogic, colorLogic, segmentationsLogic)
     return scene
