@@ -220,12 +220,11 @@ def register(
         affine = affine_register(f_work, work, m_canon, m_canon_grid, opts.affine_options(),
                                  progress=prog.stage("affine"), fixed_mask=mask_work)
         del m_canon
-    timer.add("affine", time.perf_counter() - t1)
-
     disp_work, disp_grid, model_name = None, None, None
-    if opts.method != "affine":
+    if opts.method != "affine":  # the moving image through the affine onto the working grid (counted as affine)
         a = torch.as_tensor(affine, dtype=torch.float32, device=device)
         m_work = sample(m_t, moving_grid, work_pts @ a[:3, :3].T + a[:3, 3])
+    timer.add("affine", time.perf_counter() - t1)
     if opts.uses_model:
         from bijros.registration.learned import get_model, learned_register
 
