@@ -1,5 +1,5 @@
 """qc.png: the expected size and panels, each panel showing its content (checkerboard of two images,
-label contours in the labels' colours, the Jacobian colour map with folded voxels in black)."""
+label contours in the labels' colours, the Jacobian colour map with folded voxels in yellow)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def make_images():
     jac = np.ones(shape, np.float32)
     jac[i + j + k < 58] = 2.0  # growing: red, in every view
     jac[(i > 30) & (j > 30)] = 0.5  # shrinking: blue
-    jac[18:23, 22:27, 16:21] = -0.1  # folded: black
+    jac[18:23, 22:27, 16:21] = -0.1  # folded: yellow
     return fixed, warped, labels, Image(jac, affine, name="jacobian")
 
 
@@ -52,7 +52,7 @@ def test_qc_png_has_its_panels(tmp_path):
         red = (jac_px[:, 0] > 180) & (jac_px[:, 2] < 80)
         assert red.sum() > 100
     axial = crop("axial/jacobian").reshape(-1, 3)
-    assert ((axial == 0).all(1)).sum() > 25  # folded voxels in black
+    assert ((axial == [255, 216, 0]).all(1)).sum() > 25  # folded voxels in yellow
     assert ((axial[:, 2] > 180) & (axial[:, 0] < 80)).sum() > 20  # shrinking in blue
     x0, y0, x1, _y1 = layout["colorbar"]
     bar = png[y0 + 7, x0:x1]

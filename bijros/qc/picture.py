@@ -8,7 +8,8 @@ Columns:
 2. *labels*: the propagated labels' contours in their colours on the fixed image (without labels: the
    warped image's edges in yellow);
 3. *Jacobian*: the determinant of the total mapping's Jacobian, log scale, blue (shrinking) - white
-   (1) - red (growing), folded voxels (``|J| <= 0``) in black; a colour bar below.
+   (1) - red (growing), folded voxels (``|J| <= 0``) in yellow, outside the fixed foreground dark grey; a
+   colour bar below.
 
 A header line carries the method and the folding / SDlogJ figures. The layout (panel boxes in
 pixels) is returned so callers and tests can find each panel.
@@ -26,6 +27,7 @@ COLORBAR = 56
 COLUMNS = ("overlay", "labels", "jacobian")
 ROWS = ("axial", "coronal", "sagittal")
 LOG2_RANGE = 1.0  # colour bar from J = 0.5 to J = 2
+FOLDED = (1.0, 0.85, 0.0)  # yellow
 
 
 def _canonical(array: np.ndarray, ijk_to_ras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +72,7 @@ def _jacobian_rgb(jac: np.ndarray) -> np.ndarray:
     t = np.clip(np.log2(np.clip(jac, 1e-6, None)) / LOG2_RANGE, -1, 1)[..., None]
     white, blue, red = np.array([1.0, 1, 1]), np.array([0.13, 0.35, 0.85]), np.array([0.85, 0.15, 0.12])
     rgb = np.where(t < 0, white + (-t) * (blue - white), white + t * (red - white))
-    rgb[jac <= 0] = 0.0  # folded
+    rgb[jac <= 0] = FOLDED  # folded: a colour no other voxel takes
     return rgb
 
 
@@ -165,7 +167,7 @@ def write_qc_png(path, fixed, warped, jacobian, labels=None, report: dict | None
     for value, frac in ((0.5, 0.0), (1.0, 0.5), (2.0, 1.0)):
         draw.text((x0 + frac * (bar_w - 1) - 8, y0 + 18), f"{value:g}", fill=(230, 230, 230), font=_font(12))
     draw.text((8, y0 + 2), "checkerboard: fixed / warped moving   contours: propagated labels   "
-              "Jacobian: black = folded, grey = outside", fill=(200, 200, 200), font=_font(12))
+              "Jacobian: yellow = folded, grey = outside", fill=(200, 200, 200), font=_font(12))
     layout["colorbar"] = [x0, y0, x0 + bar_w, y0 + 14]
     page.save(str(Path(path)), format="PNG", optimize=False, compress_level=3)
     return layout
