@@ -166,7 +166,7 @@ def write_qc_png(path, fixed, warped, jacobian, labels=None, report: dict | None
     page.paste(PILImage.fromarray((_jacobian_rgb(ramp) * 255).astype(np.uint8)), (x0, y0))
     for value, frac in ((0.5, 0.0), (1.0, 0.5), (2.0, 1.0)):
         draw.text((x0 + frac * (bar_w - 1) - 8, y0 + 18), f"{value:g}", fill=(230, 230, 230), font=_font(12))
-    draw.text((8, y0 + 2), "checkerboard: fixed / warped moving   contours: propagated labels   "
+    draw.text((8, y0 + 2), "checkerboard: fixed / warped   contours: labels   "
               "Jacobian: yellow = folded, grey = outside", fill=(200, 200, 200), font=_font(12))
     layout["colorbar"] = [x0, y0, x0 + bar_w, y0 + 14]
     page.save(str(Path(path)), format="PNG", optimize=False, compress_level=3)
