@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from bijros.registration.grid import Grid, downsample, points_ras, pool_factors
+from bijros.registration.grid import Grid, downsample, points_ras, pool_factors, ras_to_grid_sample
 from bijros.registration.optim import CosineAdam
 from bijros.registration.similarity import mi_loss, ncc_loss
 
@@ -46,16 +46,6 @@ def centre_of_mass(volume: torch.Tensor, grid: Grid) -> torch.Tensor:
     ijk_t = torch.stack(ijk)
     m = torch.as_tensor(grid.ijk_to_ras, dtype=w.dtype, device=w.device)
     return m[:3, :3] @ ijk_t + m[:3, 3]
-
-
-def _ras_to_grid_sample(grid: Grid) -> np.ndarray:
-    """4x4 mapping RAS points to ``grid_sample`` coordinates of ``grid`` (as :func:`grid.ras_to_normalized`)."""
-    size = np.array([max(n - 1, 1) for n in grid.shape], float)
-    scale = np.eye(4)
-    scale[:3, :3] = np.diag(2.0 / size)
-    scale[:3, 3] = -1.0
-    flip = np.eye(4)[[2, 1, 0, 3]]
-    return flip @ scale @ np.linalg.inv(grid.ijk_to_ras)
 
 
 def _skew(w: torch.Tensor) -> torch.Tensor:
@@ -118,7 +108,7 @@ def affine_register(
             n_pts = pts.shape[0]
             m_in = m_lvl[None]
             # RAS -> grid_sample coordinates (k, j, i order, [-1, 1]) of the moving level, as one affine map
-            norm = torch.as_tensor(_ras_to_grid_sample(m_grid), dtype=dt, device=dev)
+            norm = torch.as_tensor(ras_to_grid_sample(m_grid), dtype=dt, device=dev)
             to_norm_lin, to_norm_off = norm[:3, :3], norm[:3, 3]
             scale = level_mm / max(opts.levels_mm)
             groups = [(trans, opts.lr_translation_mm * max(scale, 0.25)), (rot, opts.lr_matrix * max(scale, 0.25))]

@@ -42,12 +42,20 @@ def points_ras(grid: Grid, device: torch.device | str = "cpu", dtype=torch.float
     )
 
 
+def ras_to_grid_sample(grid: Grid) -> np.ndarray:
+    """4x4 mapping RAS points to ``grid_sample`` coordinates of ``grid``: ordered (k, j, i), [-1, 1]."""
+    size = np.array([max(n - 1, 1) for n in grid.shape], float)
+    scale = np.eye(4)
+    scale[:3, :3] = np.diag(2.0 / size)
+    scale[:3, 3] = -1.0
+    flip = np.eye(4)[[2, 1, 0, 3]]
+    return flip @ scale @ np.linalg.inv(grid.ijk_to_ras)
+
+
 def ras_to_normalized(points: torch.Tensor, grid: Grid) -> torch.Tensor:
     """Map RAS points (..., 3) to grid_sample coordinates (..., 3) ordered (k, j, i)."""
-    ras_to_ijk = torch.as_tensor(np.linalg.inv(grid.ijk_to_ras), device=points.device, dtype=points.dtype)
-    ijk = points @ ras_to_ijk[:3, :3].T + ras_to_ijk[:3, 3]
-    size = torch.as_tensor([max(n - 1, 1) for n in grid.shape], device=points.device, dtype=points.dtype)
-    return (2.0 * ijk / size - 1.0).flip(-1)
+    m = torch.as_tensor(ras_to_grid_sample(grid), device=points.device, dtype=points.dtype)
+    return points @ m[:3, :3].T + m[:3, 3]
 
 
 def sample(
