@@ -92,10 +92,10 @@ class DenseField:
     def slab(self, start: int, end: int) -> torch.Tensor:
         return upsample_displacement(self.field, self.factor, self.shape, start, end)
 
-    def chunk(self, cost: int = 1) -> int:
-        """Slab thickness keeping a slab near 1 M voxels / ``cost``, at least 2 slices: temporaries stay
-        below glibc's mmap threshold, so they are reused instead of being faulted in afresh per slab."""
-        return max(2, min(self.shape[0], 1_000_000 // max(1, self.shape[1] * self.shape[2] * cost)))
+    def chunk(self) -> int:
+        """Slab thickness keeping a slab near 1 M voxels, at least 2 slices: temporaries stay below glibc's
+        mmap threshold, so they are reused instead of being faulted in afresh per slab."""
+        return max(2, min(self.shape[0], 1_000_000 // max(1, self.shape[1] * self.shape[2])))
 
 
 def _as_field(displacement) -> DenseField:
@@ -147,7 +147,7 @@ def warp_labels(labels: Image, fixed_grid: Grid, displacement, chunk: int | None
     all 8 agree (most voxels) the vote is skipped.
     """
     field = _as_field(displacement)
-    chunk = chunk or field.chunk(cost=1)
+    chunk = chunk or field.chunk()
     dev = field.device
     src = torch.as_tensor(np.asarray(labels.array, dtype=np.int32), device=dev)
     padded = torch.nn.functional.pad(src, (1, 1, 1, 1, 1, 1))  # zero border: outside reads label 0
@@ -187,7 +187,7 @@ def jacobian_determinant(displacement, ijk_to_ras: np.ndarray, chunk: int | None
     ``displacement``: a :class:`DenseField` or an (I, J, K, 3) array. Returns (I, J, K) float32.
     """
     field = _as_field(displacement)
-    chunk = chunk or field.chunk(cost=1)
+    chunk = chunk or field.chunk()
     inv = torch.as_tensor(np.linalg.inv(ijk_to_ras[:3, :3]), dtype=torch.float32, device=field.device)
     n = field.shape[0]
     out = np.empty(field.shape, np.float32)
