@@ -166,10 +166,7 @@ def save_image(image: Image, path: str | os.PathLike) -> Path:
     if suffix in NIFTI_SUFFIXES:
         import nibabel as nib
 
-        nii = nib.Nifti1Image(np.asarray(image.array), image.ijk_to_ras)
-        nii.set_sform(image.ijk_to_ras, code=1)
-        nii.set_qform(image.ijk_to_ras, code=1)
-        nib.save(nii, str(path))
+        nib.save(nifti_image(np.asarray(image.array), image.ijk_to_ras), str(path))
     elif suffix in ITK_SUFFIXES:
         import SimpleITK as sitk
 
@@ -177,6 +174,16 @@ def save_image(image: Image, path: str | os.PathLike) -> Path:
     else:
         raise InputError(f"Cannot write {path.name}: unsupported format '{suffix}'. Use one of {', '.join(SUPPORTED)}.")
     return path
+
+
+def nifti_image(array: np.ndarray, ijk_to_ras: np.ndarray):
+    """A nibabel NIfTI-1 image of ``array`` with ``ijk_to_ras`` as both its sform and qform (code 1)."""
+    import nibabel as nib
+
+    nii = nib.Nifti1Image(array, ijk_to_ras)
+    nii.set_sform(ijk_to_ras, code=1)
+    nii.set_qform(ijk_to_ras, code=1)
+    return nii
 
 
 def sitk_geometry(ijk_to_ras: np.ndarray) -> tuple[tuple, tuple, tuple]:

@@ -19,6 +19,7 @@ import numpy as np
 
 from bijros.errors import InputError
 from bijros.io import LPS_TO_RAS, save_image, write_label_table
+from bijros.io.images import nifti_image
 from bijros.timing import Stages, process_age
 
 OUTPUT_FILES = ("displacement.nii.gz", "affine.tfm", "warped.nii.gz", "labels.nii.gz", "labels.csv",
@@ -72,12 +73,10 @@ def write_displacement(displacement_ras_mm: np.ndarray, ijk_to_ras: np.ndarray, 
     import nibabel as nib
 
     lps = displacement_ras_mm.astype(np.float32) * np.array([-1.0, -1.0, 1.0], dtype=np.float32)
-    nii = nib.Nifti1Image(lps[:, :, :, None, :], ijk_to_ras)
+    nii = nifti_image(lps[:, :, :, None, :], ijk_to_ras)
     # intent "vector" (1007) with LPS vectors: what SimpleITK writes for a vector image and what ITK, ANTs and
     # Slicer read as LPS (with 1006, "displacement vector", ITK 5.4 reads the vectors as RAS and flips them)
     nii.header.set_intent("vector")
-    nii.set_sform(ijk_to_ras, code=1)
-    nii.set_qform(ijk_to_ras, code=1)
     nib.save(nii, str(path))
 
 
