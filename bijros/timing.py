@@ -28,7 +28,7 @@ def process_age() -> float:
 
 
 class Stages:
-    """An ordered record ``{stage: seconds}``; ``with stages("warp_labels"): ...`` adds to one."""
+    """An ordered record ``{stage: seconds}``; ``with stages("warp"): ...`` adds to one."""
 
     def __init__(self, seconds: dict[str, float] | None = None):
         self.seconds: dict[str, float] = dict(seconds or {})

@@ -25,8 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
-STAGES = ("startup", "import", "read", "prepare", "affine", "learned", "deformable", "compose", "warp_image",
-          "warp_labels", "jacobian", "write", "qc_png")
+STAGES = ("startup", "import", "read", "prepare", "affine", "learned", "deformable", "compose", "warp",
+          "jacobian", "write", "qc_png")
 EXCLUDE = {"malf": "0,15,65,66,74,126,127", "hippocampus": "0"}
 
 ANTS_SCRIPT = """

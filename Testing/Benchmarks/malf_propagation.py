@@ -59,7 +59,7 @@ NOTES = [
     "learned model is loaded and its sha256 checked once per process before the first pair (not timed; "
     "about 0.05 s), as in a Slicer session.",
     "Folding %: voxels with Jacobian determinant <= 0 of the total mapping (affine then deformable) among the "
-    "target's voxels with T1 > 0, averaged over pairs. bijros: its own Jacobian (`result.jacobian`, same grid; "
+    "target's voxels with T1 > 0, averaged over pairs. bijros: the Jacobian of its stored field's trilinear interpolation at every target voxel (`result.jacobian` is on the displacement grid); "
     "the report's `qc.folding_fraction` uses a normalised-intensity > 0.05 mask and is kept in the JSON). "
     "ANTs: warp + affine composed into one displacement field on the target grid "
     "(`apply_transforms(compose=...)`), then `create_jacobian_determinant_image`. elastix: transformix "

@@ -99,12 +99,16 @@ def test_register_creates_named_nodes_beside_the_fixed_volume(registered):
     for key in ("transform", "affineTransform", "warpedVolume", "segmentation", "jacobianVolume"):
         item = sh.GetItemByDataNode(nodes[key])
         assert item and sh.GetItemParent(item) == registered["folder"], key
-    # the warped volume and the Jacobian are on the fixed grid
+    # the warped volume is on the fixed grid; the Jacobian on the displacement grid (every factor-th fixed voxel)
     fixed = volumeNodeToImage(registered["fixed"])
-    for key in ("warpedVolume", "jacobianVolume"):
-        image = volumeNodeToImage(nodes[key])
-        assert image.shape == fixed.shape
-        np.testing.assert_allclose(image.ijk_to_ras, fixed.ijk_to_ras, atol=1e-6)
+    warped = volumeNodeToImage(nodes["warpedVolume"])
+    assert warped.shape == fixed.shape
+    np.testing.assert_allclose(warped.ijk_to_ras, fixed.ijk_to_ras, atol=1e-6)
+    grid = nodes["report"]["displacement_grid"]
+    jacobian = volumeNodeToImage(nodes["jacobianVolume"])
+    assert list(jacobian.shape) == grid["shape"]
+    scale = np.diag([grid["factor"]] * 3 + [1.0])
+    np.testing.assert_allclose(jacobian.ijk_to_ras, fixed.ijk_to_ras @ scale, atol=1e-6)
 
 
 def test_segment_names_colours_and_values_are_preserved(registered):

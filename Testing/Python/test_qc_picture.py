@@ -66,3 +66,17 @@ def test_qc_png_without_labels_shows_edges(tmp_path):
     x0, y0, x1, y1 = layout["panels"]["axial/labels"]
     panel = png[y0 + 24:y1 - 24, x0 + 4:x1 - 4].reshape(-1, 3)
     assert ((panel[:, 0] > 200) & (panel[:, 1] > 170) & (panel[:, 2] < 60)).sum() > 20  # yellow edges
+
+
+def test_a_jacobian_on_the_coarser_displacement_grid_lands_where_it_belongs(tmp_path):
+    """The written Jacobian lives on every 2nd fixed voxel; the picture reads it at the fixed voxels, so the
+    same map at full and at half resolution draws the same panel (up to the half-voxel rims)."""
+    fixed, warped, labels, jac = make_images()
+    coarse = Image(jac.array[::2, ::2, ::2].copy(), jac.ijk_to_ras @ np.diag([2.0, 2, 2, 1]), name="jacobian")
+    full_layout = write_qc_png(tmp_path / "full.png", fixed, warped, jac, labels, None)
+    write_qc_png(tmp_path / "coarse.png", fixed, warped, coarse, labels, None)
+    full, half = (np.asarray(PILImage.open(tmp_path / n).convert("RGB")).astype(int) for n in ("full.png", "coarse.png"))
+    for row in ROWS:
+        x0, y0, x1, y1 = full_layout["panels"][f"{row}/jacobian"]
+        a, b = full[y0 + 24:y1 - 24, x0 + 4:x1 - 4], half[y0 + 24:y1 - 24, x0 + 4:x1 - 4]
+        assert (np.abs(a - b).max(-1) < 10).mean() > 0.9, row

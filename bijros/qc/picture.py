@@ -39,10 +39,34 @@ def _canonical(array: np.ndarray, ijk_to_ras: np.ndarray) -> tuple[np.ndarray, n
     return apply_orientation(array, ornt), spacing
 
 
-def _scale(a: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _sample(a: np.ndarray) -> np.ndarray:
+    """Every n-th voxel along each axis (about 200k voxels): enough for display percentiles."""
+    step = max(1, round((a.size / 200_000) ** (1 / 3)))
+    return a[::step, ::step, ::step]
+
+
+def _window(a: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Display window (1st and 99.5th percentile) of ``a`` inside ``mask`` (both subsampled)."""
     values = a[mask] if mask.any() else a.ravel()
     lo, hi = np.percentile(values, [1, 99.5]) if values.size else (0.0, 1.0)
-    return np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
+    return float(lo), float(max(hi - lo, 1e-6))
+
+
+def _on_grid(image, reference) -> np.ndarray:
+    """``image`` (a bijros Image) read on ``reference``'s voxels, nearest neighbour; the Jacobian lives on the
+    coarser displacement grid."""
+    if image.shape == reference.shape and np.allclose(image.ijk_to_ras, reference.ijk_to_ras, atol=1e-4):
+        return np.asarray(image.array)
+    m = np.linalg.inv(image.ijk_to_ras) @ reference.ijk_to_ras  # reference ijk -> image ijk
+    if np.allclose(m[:3, :3], np.diag(np.diag(m[:3, :3])), atol=1e-6):
+        idx = [np.clip(np.rint(m[a, a] * np.arange(n) + m[a, 3]).astype(int), 0, image.shape[a] - 1)
+               for a, n in enumerate(reference.shape)]
+        return np.asarray(image.array)[np.ix_(*idx)]
+    from scipy.ndimage import map_coordinates
+
+    ijk = np.indices(reference.shape, dtype=np.float32).reshape(3, -1)
+    coords = m[:3, :3] @ ijk + m[:3, 3:4]
+    return map_coordinates(np.asarray(image.array, np.float32), coords, order=0, mode="nearest").reshape(reference.shape)
 
 
 def _slices(volume: np.ndarray, centre) -> dict[str, np.ndarray]:
@@ -103,15 +127,22 @@ def write_qc_png(path, fixed, warped, jacobian, labels=None, report: dict | None
     from PIL import Image as PILImage
     from PIL import ImageDraw
 
-    f, spacing = _canonical(np.asarray(fixed.array, np.float32), fixed.ijk_to_ras)
-    w, _ = _canonical(np.asarray(warped.array, np.float32), fixed.ijk_to_ras)
-    jac, _ = _canonical(np.asarray(jacobian.array, np.float32), fixed.ijk_to_ras)
+    f, spacing = _canonical(np.asarray(fixed.array), fixed.ijk_to_ras)  # views: nothing whole is copied
+    w, _ = _canonical(np.asarray(warped.array), fixed.ijk_to_ras)
+    jac, _ = _canonical(_on_grid(jacobian, fixed), fixed.ijk_to_ras)
     lab = _canonical(np.asarray(labels.array), fixed.ijk_to_ras)[0] if labels is not None else None
-    inside = f > np.percentile(f, 50) if f.size else np.ones_like(f, bool)
-    f, w = _scale(f, inside), _scale(w, inside)
-    fg = np.argwhere(f > 0.1)
-    centre = tuple(int(v) for v in ((fg.min(0) + fg.max(0)) // 2 if len(fg) else np.array(f.shape) // 2))
-    views = {"f": _slices(f, centre), "w": _slices(w, centre), "j": _slices(jac, centre)}
+    fs_, ws_ = _sample(f).astype(np.float32), _sample(w).astype(np.float32)
+    inside = fs_ > np.percentile(fs_, 50) if fs_.size else np.ones_like(fs_, bool)
+    (f_lo, f_w), (w_lo, w_w) = _window(fs_, inside), _window(ws_, inside)
+    fg = f > f_lo + 0.1 * f_w
+    box = [np.flatnonzero(fg.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+    centre = tuple(int((b[0] + b[-1]) // 2) if b.size else n // 2 for b, n in zip(box, f.shape))
+
+    def scaled(slices: dict, lo: float, width: float) -> dict:
+        return {k: np.clip((v.astype(np.float32) - lo) / width, 0, 1) for k, v in slices.items()}
+
+    views = {"f": scaled(_slices(f, centre), f_lo, f_w), "w": scaled(_slices(w, centre), w_lo, w_w),
+             "j": {k: v.astype(np.float32) for k, v in _slices(jac, centre).items()}}
     if lab is not None:
         views["l"] = _slices(lab, centre)
     aspect = _aspect(spacing)

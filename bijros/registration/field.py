@@ -61,6 +61,15 @@ def displacement_grid(fixed_grid: Grid, factor: int) -> Grid:
     return Grid(shape, fixed_grid.ijk_to_ras @ scale)  # type: ignore[arg-type]
 
 
+def at_nodes(array: np.ndarray, factor: int, grid_shape: tuple[int, int, int]) -> np.ndarray:
+    """``array`` on the fixed grid read at the nodes of :func:`displacement_grid` (every ``factor``-th
+    voxel; a last node past the image repeats the last voxel): shape ``grid_shape``."""
+    if factor == 1:
+        return array
+    idx = [np.minimum(np.arange(n) * factor, size - 1) for n, size in zip(grid_shape, array.shape)]
+    return array[np.ix_(*idx)]
+
+
 def upsample_displacement(coarse: torch.Tensor, factor: int, shape: tuple[int, int, int],
                           start: int = 0, end: int | None = None) -> torch.Tensor:
     """Trilinear interpolation of a (I', J', K', 3) field on :func:`displacement_grid` at the fixed
@@ -128,54 +137,84 @@ def source_ijk_slabs(source_ijk_to_ras: np.ndarray, fixed_grid: Grid, displaceme
 def warp_image(moving: Image, fixed_grid: Grid, displacement, chunk: int | None = None) -> np.ndarray:
     """Trilinear resampling of ``moving`` at ``x + displacement`` (a :class:`DenseField` or an (I, J, K, 3)
     array; slab by slab to bound memory; 0 outside)."""
-    dev = _as_field(displacement).device
-    vol = torch.as_tensor(np.asarray(moving.array, dtype=np.float32), device=dev)[None, None]
-    size = torch.tensor([max(n - 1, 1) for n in moving.shape], device=dev, dtype=torch.float32)
-    out = torch.empty(fixed_grid.shape, dtype=torch.float32, device=dev)
-    for s, e, ijk in source_ijk_slabs(moving.ijk_to_ras, fixed_grid, displacement, chunk):
-        coords = (2.0 * ijk / size - 1.0).flip(-1)  # grid_sample order (k, j, i), align_corners=True
-        out[s:e] = torch.nn.functional.grid_sample(vol, coords[None], mode="bilinear", padding_mode="zeros",
-                                                   align_corners=True)[0, 0]
-    return out.cpu().numpy()
+    return warp_volumes(fixed_grid, displacement, image=moving, chunk=chunk)[0]
 
 
 def warp_labels(labels: Image, fixed_grid: Grid, displacement, chunk: int | None = None) -> np.ndarray:
-    """Label resampling equal to trilinear one-hot interpolation + argmax, without one-hot volumes.
+    """Label resampling equal to trilinear one-hot interpolation + argmax (see :class:`LabelVote`)."""
+    return warp_volumes(fixed_grid, displacement, labels=labels, chunk=chunk)[1]
 
-    For every output voxel the 8 surrounding source voxels vote with their trilinear
-    weights; the label with the largest summed weight wins (0 outside the source). Where
-    all 8 agree (most voxels) the vote is skipped.
-    """
+
+def warp_volumes(fixed_grid: Grid, displacement, image: Image | None = None, labels: Image | None = None,
+                 chunk: int | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``(warped image, warped labels)`` (None for what is not given) in one pass over the slabs when both
+    sources share a grid (the sampling points are computed once), else one pass each."""
+    if image is not None and labels is not None and not labels.same_grid(image):
+        return warp_volumes(fixed_grid, displacement, image=image, chunk=chunk)[0], \
+            warp_volumes(fixed_grid, displacement, labels=labels, chunk=chunk)[1]
     field = _as_field(displacement)
-    chunk = chunk or field.chunk()
     dev = field.device
-    src = torch.as_tensor(np.asarray(labels.array, dtype=np.int32), device=dev)
-    padded = torch.nn.functional.pad(src, (1, 1, 1, 1, 1, 1))  # zero border: outside reads label 0
-    n = torch.tensor(src.shape, device=dev)
-    out = torch.zeros(fixed_grid.shape, dtype=torch.int32, device=dev)
-    ps = padded.shape
-    strides = torch.tensor([ps[1] * ps[2], ps[2], 1], device=dev)
-    corners = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)], device=dev)
-    corner_offsets = (corners * strides).sum(-1)
-    flat = padded.reshape(-1)
-    for s, e, slab in source_ijk_slabs(labels.ijk_to_ras, fixed_grid, field, chunk):
-        ijk = slab.reshape(-1, 3)
+    source = image if image is not None else labels
+    if source is None:
+        return None, None
+    warped = vol = size = vote = warped_labels = None
+    if image is not None:
+        vol = torch.as_tensor(np.asarray(image.array, dtype=np.float32), device=dev)[None, None]
+        size = torch.tensor([max(n - 1, 1) for n in image.shape], device=dev, dtype=torch.float32)
+        warped = torch.empty(fixed_grid.shape, dtype=torch.float32, device=dev)
+    if labels is not None:
+        vote = LabelVote(np.asarray(labels.array), dev)
+        warped_labels = torch.zeros(fixed_grid.shape, dtype=torch.int32, device=dev)
+    for s, e, ijk in source_ijk_slabs(source.ijk_to_ras, fixed_grid, field, chunk):
+        if vol is not None:
+            coords = (2.0 * ijk / size - 1.0).flip(-1)  # grid_sample order (k, j, i), align_corners=True
+            warped[s:e] = torch.nn.functional.grid_sample(vol, coords[None], mode="bilinear", padding_mode="zeros",
+                                                          align_corners=True)[0, 0]
+        if vote is not None:
+            warped_labels[s:e] = vote(ijk.reshape(-1, 3)).view(ijk.shape[:3])
+    return (warped.cpu().numpy() if warped is not None else None,
+            warped_labels.cpu().numpy() if warped_labels is not None else None)
+
+
+class LabelVote:
+    """Labels at fractional source voxel coordinates, equal to trilinear one-hot interpolation + argmax
+    without one-hot volumes: the 8 surrounding source voxels vote with their trilinear weights and the
+    label with the largest summed weight wins (0 outside the source). Cubes of 8 voxels that hold one
+    label (most of them) are found once, up front, and their voxels skip the vote."""
+
+    CORNERS = [((c >> 2) & 1, (c >> 1) & 1, c & 1) for c in range(8)]
+
+    def __init__(self, array: np.ndarray, device):
+        src = torch.as_tensor(np.asarray(array, dtype=np.int32), device=device)
+        padded = torch.nn.functional.pad(src, (1, 1, 1, 1, 1, 1))  # zero border: outside reads label 0
+        ps = padded.shape
+        uniform = torch.zeros(ps, dtype=torch.bool, device=device)  # cube with corner (a, b, c) holds one label
+        inner = uniform[:-1, :-1, :-1]
+        inner.fill_(True)
+        low = padded[:-1, :-1, :-1]
+        for di, dj, dk in self.CORNERS[1:]:
+            inner &= low == padded[di:ps[0] - 1 + di, dj:ps[1] - 1 + dj, dk:ps[2] - 1 + dk]
+        self.flat, self.uniform = padded.reshape(-1), uniform.reshape(-1)
+        self.n = torch.tensor(src.shape, device=device)
+        self.strides = torch.tensor([ps[1] * ps[2], ps[2], 1], device=device)
+        self.corners = torch.tensor(self.CORNERS, device=device)
+        self.offsets = (self.corners * self.strides).sum(-1)
+
+    def __call__(self, ijk: torch.Tensor) -> torch.Tensor:
+        """(N,) int32 labels at (N, 3) source voxel coordinates."""
         base = torch.floor(ijk)
-        frac = ijk - base
-        base = base.long()
-        far = ((base < -1) | (base > n - 1)).any(-1)
-        first = ((base + 1).clamp(min=0).minimum(n) * strides).sum(-1)
-        lab = flat[first[:, None] + corner_offsets]  # (N, 8)
-        result = torch.where(far, 0, lab[:, 0])
-        mixed = (lab != lab[:, :1]).any(1) & ~far
-        if mixed.any():
-            lm = lab[mixed]
-            fm = frac[mixed][:, None, :]
-            w = torch.prod(torch.where(corners.bool(), fm, 1 - fm), dim=-1)  # (M, 8)
+        ib = base.long()
+        far = ((ib < -1) | (ib > self.n - 1)).any(-1)
+        first = ((ib + 1).clamp(min=0).minimum(self.n) * self.strides).sum(-1)
+        result = torch.where(far, 0, self.flat[first])
+        mixed = torch.nonzero(~(self.uniform[first] | far))[:, 0]
+        if mixed.numel():
+            lm = self.flat[first[mixed, None] + self.offsets]  # (M, 8)
+            fm = (ijk[mixed] - base[mixed])[:, None, :]
+            w = torch.prod(torch.where(self.corners.bool(), fm, 1 - fm), dim=-1)  # (M, 8)
             score = ((lm[:, :, None] == lm[:, None, :]) * w[:, None, :]).sum(-1)
             result[mixed] = torch.gather(lm, 1, score.argmax(1, keepdim=True))[:, 0]
-        out[s:e] = result.view(slab.shape[:3])
-    return out.cpu().numpy()
+        return result
 
 
 def jacobian_determinant(displacement, ijk_to_ras: np.ndarray, chunk: int | None = None) -> np.ndarray:
