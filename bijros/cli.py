@@ -178,49 +178,13 @@ def _summary(report: dict, written: dict) -> str:
     )
 
 
-def _read_in_background(load, files: dict) -> dict:
-    """``{name: result()}`` for ``{name: (path or None, keyword arguments)}``: each file read by ``load`` in its
-    own thread; ``result()`` waits and returns the image (None without a path) or raises its error."""
-    import threading
-
-    def start(path, kwargs):
-        if not path:
-            return lambda: None
-        box: dict = {}
-
-        def run():
-            try:
-                box["image"] = load(path, **kwargs)
-            except BaseException as exc:  # handed to the caller by result()
-                box["error"] = exc
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-
-        def result():
-            thread.join()
-            if "error" in box:
-                raise box["error"]
-            return box["image"]
-        return result
-
-    return {name: start(path, kwargs) for name, (path, kwargs) in files.items()}
-
-
 def run_registration(fixed_path, moving_path, labels_path, args) -> dict:
     from bijros.timing import Stages, process_age
 
     stages = Stages({"startup": process_age()})  # interpreter start and the command line's own imports
     with stages("import"):
-        from bijros.io import load_image
-
-        # the files are read (mostly gzip, which frees the interpreter) while torch is imported; their errors
-        # surface below, after the option and output-folder checks, as if read there
-        reads = _read_in_background(load_image, {
-            "fixed": (fixed_path, {}), "moving": (moving_path, {}),
-            "labels": (labels_path, {"label_map": True, "label_table": args.labels_table}),
-            "mask": (getattr(args, "fixed_mask", None), {"label_map": True})})
         from bijros.device import resolve_device
+        from bijros.io import load_image
         from bijros.io.outputs import check_out_dir, write_outputs
         from bijros.registration.pipeline import check_labels_match, check_mask, register
         from bijros.registration.preprocess import check_intensity_image
@@ -230,8 +194,11 @@ def run_registration(fixed_path, moving_path, labels_path, args) -> dict:
     options.validate()
     resolve_device(options.device)
     check_out_dir(args.out)
-    with stages("read"):  # what is left of reading once the imports are done
-        fixed, moving, labels, mask = (reads[k]() for k in ("fixed", "moving", "labels", "mask"))
+    with stages("read"):
+        fixed = load_image(fixed_path)
+        moving = load_image(moving_path)
+        labels = load_image(labels_path, label_map=True, label_table=args.labels_table) if labels_path else None
+        mask = load_image(args.fixed_mask, label_map=True) if getattr(args, "fixed_mask", None) else None
     check_intensity_image(fixed, "fixed")
     check_intensity_image(moving, "moving")
     if labels is not None:

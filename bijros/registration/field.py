@@ -126,12 +126,16 @@ def source_ijk_slabs(source_ijk_to_ras: np.ndarray, fixed_grid: Grid, displaceme
     lin = ras_to_ijk[:3, :3] @ m[:3, :3]
     off = ras_to_ijk[:3, :3] @ m[:3, 3] + ras_to_ijk[:3, 3]
     ni, nj, nk = fixed_grid.shape
-    jj, kk = torch.meshgrid(torch.arange(nj, device=dev), torch.arange(nk, device=dev), indexing="ij")
+    jj, kk = torch.meshgrid(torch.arange(nj, device=dev, dtype=torch.float32),
+                            torch.arange(nk, device=dev, dtype=torch.float32), indexing="ij")
+    plane = jj[..., None] * lin[:, 1] + kk[..., None] * lin[:, 2] + off  # (J, K, 3): the same on every slice
     for s in range(0, ni, chunk):
         e = min(s + chunk, ni)
-        ii = torch.arange(s, e, device=dev, dtype=torch.float32)[:, None, None].expand(-1, nj, nk)
-        ijk_f = torch.stack([ii, jj.expand(e - s, -1, -1).float(), kk.expand(e - s, -1, -1).float()], -1)
-        yield s, e, ijk_f @ lin.T + off + field.slab(s, e) @ ras_to_ijk[:3, :3].T
+        ii = torch.arange(s, e, device=dev, dtype=torch.float32)[:, None] * lin[:, 0]  # (slab, 3)
+        out = field.slab(s, e) @ ras_to_ijk[:3, :3].T
+        out += plane
+        out += ii[:, None, None, :]
+        yield s, e, out
 
 
 def warp_image(moving: Image, fixed_grid: Grid, displacement, chunk: int | None = None) -> np.ndarray:
@@ -195,24 +199,29 @@ class LabelVote:
         for di, dj, dk in self.CORNERS[1:]:
             inner &= low == padded[di:ps[0] - 1 + di, dj:ps[1] - 1 + dj, dk:ps[2] - 1 + dk]
         self.flat, self.uniform = padded.reshape(-1), uniform.reshape(-1)
-        self.n = torch.tensor(src.shape, device=device)
-        self.strides = torch.tensor([ps[1] * ps[2], ps[2], 1], device=device)
-        self.corners = torch.tensor(self.CORNERS, device=device)
-        self.offsets = (self.corners * self.strides).sum(-1)
+        self.n = torch.tensor(src.shape, device=device, dtype=torch.int32)
+        self.strides = torch.tensor([ps[1] * ps[2], ps[2], 1], device=device, dtype=torch.int32)
+        corners = torch.tensor(self.CORNERS, device=device, dtype=torch.int32)
+        self.offsets = (corners * self.strides).sum(-1, dtype=torch.int32)
 
     def __call__(self, ijk: torch.Tensor) -> torch.Tensor:
         """(N,) int32 labels at (N, 3) source voxel coordinates."""
         base = torch.floor(ijk)
-        ib = base.long()
+        ib = base.int()  # int32 indices: half the memory traffic of int64, ample for any volume
         far = ((ib < -1) | (ib > self.n - 1)).any(-1)
-        first = ((ib + 1).clamp(min=0).minimum(self.n) * self.strides).sum(-1)
+        ib += 1
+        torch.minimum(ib.clamp_(min=0), self.n, out=ib)
+        first = (ib * self.strides).sum(-1, dtype=torch.int32)
         result = torch.where(far, 0, self.flat[first])
         mixed = torch.nonzero(~(self.uniform[first] | far))[:, 0]
         if mixed.numel():
             lm = self.flat[first[mixed, None] + self.offsets]  # (M, 8)
-            fm = (ijk[mixed] - base[mixed])[:, None, :]
-            w = torch.prod(torch.where(self.corners.bool(), fm, 1 - fm), dim=-1)  # (M, 8)
-            score = ((lm[:, :, None] == lm[:, None, :]) * w[:, None, :]).sum(-1)
+            f = ijk[mixed] - base[mixed]
+            wi, wj, wk = (torch.stack([1 - f[:, a], f[:, a]], 1) for a in range(3))  # (M, 2) per axis
+            w = (wi[:, :, None, None] * wj[:, None, :, None] * wk[:, None, None, :]).reshape(-1, 8)  # CORNERS order
+            score = torch.zeros_like(w)  # score[c]: the summed weight of the corners holding corner c's label
+            for c in range(8):
+                score += (lm == lm[:, c:c + 1]) * w[:, c:c + 1]
             result[mixed] = torch.gather(lm, 1, score.argmax(1, keepdim=True))[:, 0]
         return result
 
