@@ -140,3 +140,20 @@ def test_slicer_storage_node_reads_displacement_field(registered):
     corners = [disp[10 + a, 20 + b, 12 + c] for a in (0, 1) for b in (0, 1) for c in (0, 1)]
     np.testing.assert_allclose(np.array(from_parent.TransformPoint(*p[:3])), p[:3] + np.mean(corners, 0),
                                atol=0.05)  # Slicer may interpolate the grid cubically
+
+
+def test_affine_tfm_is_the_text_simpleitk_writes(tmp_path):
+    """affine.tfm is written without SimpleITK; its text is byte for byte what SimpleITK writes."""
+    import SimpleITK as sitk
+
+    from bijros.io.outputs import write_itk_affine
+
+    a = np.array([[1.02, 0.03, -0.01, 3.5], [-0.02, 0.98, 0.04, -7.25], [0.01, -0.03, 1.01, 12.0], [0, 0, 0, 1]])
+    write_itk_affine(a, tmp_path / "ours.tfm")
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    lps = flip @ a @ flip
+    tx = sitk.AffineTransform(3)
+    tx.SetMatrix(tuple(lps[:3, :3].ravel()))
+    tx.SetTranslation(tuple(lps[:3, 3]))
+    sitk.WriteTransform(tx, str(tmp_path / "sitk.tfm"))
+    assert (tmp_path / "ours.tfm").read_text() == (tmp_path / "sitk.tfm").read_text()

@@ -26,7 +26,10 @@ from bijros.registration.grid import Grid, downsample, points_ras, pool_factors,
 def _cached_model(entry_json: str, folder: str, device: str) -> nn.Module:
     from bijros.models.weights import load_model
 
-    return load_model(json.loads(entry_json), folder, device)
+    model = load_model(json.loads(entry_json), folder, device)
+    if device == "cpu":  # oneDNN's 3D convolutions are about 20 % faster on channels-last weights
+        model = model.to(memory_format=torch.channels_last_3d)
+    return model
 
 
 def get_model(model: str | None, device: torch.device) -> tuple[nn.Module, dict]:
