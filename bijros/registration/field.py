@@ -186,7 +186,7 @@ class LabelVote:
     label with the largest summed weight wins (0 outside the source). Cubes of 8 voxels that hold one
     label (most of them) are found once, up front, and their voxels skip the vote."""
 
-    CORNERS = [((c >> 2) & 1, (c >> 1) & 1, c & 1) for c in range(8)]
+    CORNERS = tuple(((c >> 2) & 1, (c >> 1) & 1, c & 1) for c in range(8))
 
     def __init__(self, array: np.ndarray, device):
         src = torch.as_tensor(np.asarray(array, dtype=np.int32), device=device)
