@@ -8,7 +8,9 @@ The stored displacement is ``phi(x) - x`` on a *displacement grid*: the fixed im
 which covers all of them (:func:`displacement_grid`). The mapping at full resolution is by
 definition the trilinear interpolation of that field (:func:`upsample_displacement`), which is what
 ITK, ANTs and Slicer compute from the written file, so the warped image, the labels and the Jacobian
-use exactly the mapping the file holds.
+use exactly the mapping the file holds. The Jacobian is evaluated at the displacement grid's nodes: there,
+central differences of the interpolated field (over one fixed voxel) equal those of the coarse field (over
+one node), so it is the full-resolution Jacobian read at every ``factor``-th voxel.
 """
 
 from __future__ import annotations
