@@ -67,8 +67,8 @@ class EngineLogic:
             request.warnings.append(warning)
         if mask is None:
             return []
-        save_image(maskImage(mask, fixedVolume, self.scene), workdir / "fixed_mask.nii.gz")
-        return ["--fixed-mask", "fixed_mask.nii.gz"]
+        save_image(maskImage(mask, fixedVolume, self.scene), workdir / "fixed_mask.nii")
+        return ["--fixed-mask", "fixed_mask.nii"]
 
     def _launch(self, args: list[str], workdir: Path, request: JobRequest) -> RegistrationJob:
         runner = ProcessRunner()

@@ -87,8 +87,8 @@ class MultiAtlasLogic(EngineLogic):
         )
         workdir = self._workFolder()
         try:
-            save_image(volumeNodeToImage(targetVolume, role="target volume"), workdir / "target.nii.gz")
-            return self._launch([*args, "--target", "target.nii.gz"], workdir, request)
+            save_image(volumeNodeToImage(targetVolume, role="target volume"), workdir / "target.nii")
+            return self._launch([*args, "--target", "target.nii"], workdir, request)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise

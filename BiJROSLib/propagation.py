@@ -87,16 +87,16 @@ class PropagationLogic(MultiAtlasLogic):
         )
         workdir = self._workFolder()
         try:
-            save_image(volumeNodeToImage(targetVolume, role="target volume"), workdir / "target.nii.gz")
+            save_image(volumeNodeToImage(targetVolume, role="target volume"), workdir / "target.nii")
             if atlasVolume is not None:
                 request.movingName = atlasVolume.GetName()
-                save_image(volumeNodeToImage(atlasVolume, role="atlas volume"), workdir / "atlas.nii.gz")
+                save_image(volumeNodeToImage(atlasVolume, role="atlas volume"), workdir / "atlas.nii")
                 labels = segmentationToLabelImage(atlasSegmentation, atlasVolume, self.scene)
-                save_image(labels, workdir / "atlas_labels.nii.gz")
+                save_image(labels, workdir / "atlas_labels.nii")
                 write_label_table(labels.label_table, workdir / "atlas_labels.csv")
                 request.labelTable = labels.label_table
                 request.terminology = segmentTerminology(atlasSegmentation)
-                args = ["propagate", "--atlas", "atlas.nii.gz", "--atlas-labels", "atlas_labels.nii.gz",
+                args = ["propagate", "--atlas", "atlas.nii", "--atlas-labels", "atlas_labels.nii",
                         "--labels-table", "atlas_labels.csv"]
             else:
                 from .atlases import resolveAtlas
@@ -109,7 +109,7 @@ class PropagationLogic(MultiAtlasLogic):
                 if files.atlas.resample_labels:
                     args.append("--resample-labels")
             request.segmentationName = f"{targetVolume.GetName()} {request.movingName} labels"
-            args += ["--target", "target.nii.gz", *options]
+            args += ["--target", "target.nii", *options]
             args += self._maskAndWarning(request, workdir, targetMask, targetVolume, atlasVolume, method, affineMetric)
             return self._launch(args, workdir, request)
         except BaseException:

@@ -74,17 +74,17 @@ class RegistrationLogic(EngineLogic):
         )
         workdir = self._workFolder()
         try:
-            save_image(volumeNodeToImage(fixedVolume, role="fixed volume"), workdir / "fixed.nii.gz")
-            save_image(volumeNodeToImage(movingVolume, role="moving volume"), workdir / "moving.nii.gz")
-            args = ["register", "--fixed", "fixed.nii.gz", "--moving", "moving.nii.gz", *options]
+            save_image(volumeNodeToImage(fixedVolume, role="fixed volume"), workdir / "fixed.nii")
+            save_image(volumeNodeToImage(movingVolume, role="moving volume"), workdir / "moving.nii")
+            args = ["register", "--fixed", "fixed.nii", "--moving", "moving.nii", *options]
             args += self._maskAndWarning(request, workdir, fixedMask, fixedVolume, movingVolume, method, affineMetric)
             if withLabels:
                 labels = segmentationToLabelImage(movingSegmentation, movingVolume, self.scene)
-                save_image(labels, workdir / "moving_labels.nii.gz")
+                save_image(labels, workdir / "moving_labels.nii")
                 write_label_table(labels.label_table, workdir / "moving_labels.csv")
                 request.labelTable = labels.label_table
                 request.terminology = segmentTerminology(movingSegmentation)
-                args += ["--moving-labels", "moving_labels.nii.gz", "--labels-table", "moving_labels.csv"]
+                args += ["--moving-labels", "moving_labels.nii", "--labels-table", "moving_labels.csv"]
             return self._launch(args, workdir, request)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
