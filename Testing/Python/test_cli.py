@@ -129,3 +129,16 @@ def test_atlas_library_is_listed_and_usable_by_name(tmp_path):
          "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2 and "Unknown atlas" in proc.stderr
+
+
+def test_the_cli_keeps_freed_memory_only_in_its_own_process():
+    """bijros.allocator tunes glibc for the command line's run; importing bijros changes nothing."""
+    import platform
+    import subprocess
+    import sys
+
+    code = ("import bijros, bijros.cli, sys; assert 'bijros.allocator' not in sys.modules; "
+            "from bijros.allocator import keep_freed_memory; print(keep_freed_memory())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert out == str(glibc)
