@@ -79,8 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     prop.add_argument("--top-k", type=int, default=None,
                       help="multi-atlas: how many of the best-ranked atlases to fuse; 0: all; default: all, up to 15")
     prop.add_argument("--fusion", default="jlf", choices=["jlf", "weighted", "vote"],
-                      help="multi-atlas label fusion: joint label fusion (default; Wang et al. 2013, without patch "
-                           "search), locally weighted voting, or majority vote")
+                      help="multi-atlas label fusion: joint label fusion (default; Wang et al. 2013, with a local "
+                           "search, see --search-radius), locally weighted voting, or majority vote")
+    prop.add_argument("--search-radius", type=int, default=1,
+                      help="multi-atlas JLF: each atlas voxel may be replaced by the best-matching one within this "
+                           "many voxels before fusing (default 1; 0: no search)")
     prop.add_argument("--target", required=True, help="image file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or a DICOM series folder (FOLDER::SERIES_UID picks one of several)")
     _add_run_options(prop)
 
@@ -397,7 +400,8 @@ def cmd_propagate_library(args) -> int:
     check_out_dir(args.out)
     with stages("read"):
         atlases, skipped, target = _library_and_target(args.atlas_library, args.target)
-    multi = MultiAtlasOptions(top_k=args.top_k, fusion=args.fusion, registration=options)
+    multi = MultiAtlasOptions(top_k=args.top_k, fusion=args.fusion, registration=options,
+                              search_radius=args.search_radius)
     multi.validate(len(atlases))
     from bijros.atlas.multi import MULTI_STAGES
 

@@ -8,8 +8,9 @@ cached stack and is scored on the 138 labels of malf_propagation.py.
 
 Variants (comma-separated):
 * ``vote``; ``weighted[_sS][_pP]`` (local weighting, Gaussian sigma S mm, power P; defaults 2 and 2);
-* ``jlf[_pP][_bB][_aA][_lnN]`` (joint label fusion, patch radius P, beta B, alpha A; ``lnN``: intensities
-  first normalised to zero mean and unit variance over N^3 windows);
+* ``jlf[_pP][_bB][_aA][_lnN][_sR]`` (joint label fusion, patch radius P, beta B, alpha A; ``lnN``: intensities
+  first normalised to zero mean and unit variance over N^3 windows; ``sR``: local search within R voxels
+  matching patches of radius Q (``qQ``, default 1), ``bijros.atlas.fusion.local_search``);
 * ``jlf+intensityL`` (JLF, then each voxel where the atlases disagree re-chooses among their labels by
   log vote share + L x the log-likelihood of the target intensity under a Gaussian per label, fitted on the
   voxels the fusion is at least 90 % sure of).
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
         sys.exit(f"malf_fusion_variants: MALF folder not found: {DATA}")
     import numpy as np
 
-    from bijros.atlas.fusion import fuse, jlf_weights, local_weights, normalise
+    from bijros.atlas.fusion import fuse, jlf_weights, local_search, local_weights, normalise
     from bijros.io import load_image
     from bijros.metrics import evaluate_labels
 
@@ -130,15 +131,17 @@ def main(argv=None) -> int:
                 w = local_weights(t_norm, w_norm, image.spacing, float(opt.get("s", 2)), float(opt.get("p", 2)))
                 fused, _ = fuse(labels, w)
             else:
-                t_in, w_in = t_norm, w_norm
+                t_in, w_in, lab_in = t_norm, w_norm, labels
+                if "s" in opt:
+                    w_in, lab_in = local_search(t_norm, w_norm, labels, int(opt["s"]), int(opt.get("q", 1)))
                 if "ln" in opt:
                     t_in = local_standardise(t_norm, int(opt["ln"] or 5))
                     w_in = np.stack([local_standardise(x, int(opt["ln"] or 5)) for x in w_norm])
-                w = jlf_weights(t_in, w_in, labels, patch=int(opt.get("p", 1)), beta=float(opt.get("b", 2)),
+                w = jlf_weights(t_in, w_in, lab_in, patch=int(opt.get("p", 1)), beta=float(opt.get("b", 2)),
                                 alpha=float(opt.get("a", 0.1)))
-                fused, confidence = fuse(labels, w)
+                fused, confidence = fuse(lab_in, w)
                 if "+intensity" in variant:
-                    fused = intensity_refined(fused, confidence, t_norm, labels, w, float(variant.split("+intensity")[1]))
+                    fused = intensity_refined(fused, confidence, t_norm, lab_in, w, float(variant.split("+intensity")[1]))
             dice = evaluate_labels(fused, truth.array, truth.spacing, exclude=EXCLUDE, with_hd95=False)["mean_dice"]
             scores[variant].append(dice)
             print(f"{target} {variant}: Dice {dice:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -8,10 +8,12 @@ All inputs are on the target's grid. ``labels``: (K, I, J, K3) integer label map
   each atlas's vote counts ``(eps + local mean squared intensity difference)^-power`` at that
   voxel, the difference between the target and the warped atlas image after robust normalisation,
   averaged over a Gaussian neighbourhood (``sigma_mm``).
-* ``jlf``: joint label fusion (Wang et al., IEEE TPAMI 2013) without its local patch search: at each
-  voxel where the atlases disagree, the weights minimise the expected joint error of the atlases,
+* ``jlf``: joint label fusion (Wang et al., IEEE TPAMI 2013): at each voxel where the atlases disagree,
+  the weights minimise the expected joint error of the atlases,
   ``w = M^-1 1 / (1' M^-1 1)`` with ``M_ij = (sum over a patch of |A_i - T| |A_j - T|)^beta + alpha I``,
-  so two atlases that make the same mistake share one vote instead of doubling it.
+  so two atlases that make the same mistake share one vote instead of doubling it. Before it, a local
+  search (:func:`local_search`, the paper's, simplified) lets each atlas voxel be replaced by the one within
+  one voxel whose patch best matches the target's, which corrects small residual misregistrations.
 
 Every method also returns a confidence map: the share of the (weighted) votes that the chosen label
 got, 1 where all atlases agree.
@@ -77,8 +79,9 @@ def local_weights(target: np.ndarray, warped: np.ndarray, spacing, sigma_mm: flo
 
 def jlf_weights(target: np.ndarray, warped: np.ndarray, labels: np.ndarray, patch: int = 1, beta: float = 2.0,
                 alpha: float = 0.1, chunk: int = 200_000) -> np.ndarray:
-    """(K, ...) joint-label-fusion weights (Wang et al. 2013, no patch search), on the voxels where the K
-    atlases' labels disagree; elsewhere every atlas gets the same weight (the vote is unanimous there)."""
+    """(K, ...) joint-label-fusion weights (Wang et al. 2013; its local search is :func:`local_search`, run
+    first), on the voxels where the K atlases' labels disagree; elsewhere every atlas gets the same weight
+    (the vote is unanimous there)."""
     import torch
 
     k = warped.shape[0]
@@ -110,3 +113,43 @@ def jlf_weights(target: np.ndarray, warped: np.ndarray, labels: np.ndarray, patc
         out[:, start:start + chunk] = w.T.to(torch.float32).numpy()
     weights[:, disagree] = out
     return weights
+
+
+def local_search(target: np.ndarray, warped: np.ndarray, labels: np.ndarray, radius: int = 1,
+                 patch: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(warped, labels) of K atlases after a local search: at every voxel, each atlas's intensity and label
+    are taken from the voxel within ``radius`` (a (2 radius + 1)^3 cube) whose (2 patch + 1)^3 patch best
+    matches the target's patch there (sum of squared differences; the unshifted voxel wins ties).
+
+    Wang et al. (2013) search each atlas patch around its voxel; here the best shift's centre voxel replaces
+    the atlas's own, so the joint-error model and the vote that follow see the corrected atlas. On MALF
+    (Testing/Benchmarks/results/malf_fusion_variants.md) radius 1 raised JLF's mean Dice by about 0.017.
+    """
+    import torch
+
+    if radius <= 0:
+        return warped, labels
+    size = 2 * patch + 1
+    t = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))[None, None]
+
+    def patch_ssd(volume: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool3d((volume - t) ** 2, size, stride=1, padding=patch)
+
+    shifts = [(a, b, c) for a in range(-radius, radius + 1) for b in range(-radius, radius + 1)
+              for c in range(-radius, radius + 1) if (a, b, c) != (0, 0, 0)]
+    out_w = np.empty(warped.shape, np.float32)
+    out_l = np.empty(labels.shape, labels.dtype)
+    for i in range(warped.shape[0]):
+        w = torch.from_numpy(np.ascontiguousarray(warped[i], dtype=np.float32))[None, None]
+        lab = torch.from_numpy(np.ascontiguousarray(labels[i]))
+        best, best_w, best_l = patch_ssd(w), w.clone(), lab.clone()
+        for shift in shifts:
+            moved = torch.roll(w, shift, dims=(2, 3, 4))
+            d = patch_ssd(moved)
+            better = d < best
+            best = torch.where(better, d, best)
+            best_w = torch.where(better, moved, best_w)
+            best_l = torch.where(better[0, 0], torch.roll(lab, shift, dims=(0, 1, 2)), best_l)
+        out_w[i] = best_w[0, 0].numpy()
+        out_l[i] = best_l.numpy()
+    return out_w, out_l
