@@ -9,7 +9,7 @@ these rows are scored against the target's manual labels (138 labels, as malf_pr
 * random single atlas: the mean over the library's single atlases (what a random pick gets on average);
 * best-ranked single atlas: the rank-1 atlas alone;
 * top-k majority vote and top-k locally weighted voting (`bijros.atlas.fusion`) for each k given, and
-  joint label fusion for the sizes in --jlf-k;
+  joint label fusion for the sizes in --jlf-k, without and with the local search (the default);
 * ANTs SyN with the best-ranked atlas (reference; needs antspyx, skipped with --no-ants).
 
 Seconds per target: what `bijros propagate --atlas-library` spends for that row: ranking (one affine per
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         sys.exit(f"malf_multi_atlas: MALF folder not found: {args.data}")
     import numpy as np
 
-    from bijros.atlas.fusion import fuse, jlf_weights, local_weights, normalise
+    from bijros.atlas.fusion import fuse, jlf_weights, local_search, local_weights, normalise
     from bijros.atlas.multi import LoadedAtlas, rank_atlases
     from bijros.io import load_image
     from bijros.metrics import evaluate_labels
@@ -121,8 +121,15 @@ def main(argv=None) -> int:
             if k in jlf_sizes:
                 t5 = time.perf_counter()
                 jlf, _ = fuse(stack, jlf_weights(target_norm, np.stack(warped[:k]), stack))
-                line[f"jlf{k}"] = add(f"top-{k} joint label fusion", target, jlf, truth,
+                line[f"jlf{k}"] = add(f"top-{k} joint label fusion, no search", target, jlf, truth,
                                       rank_seconds + sum(reg_seconds[:k]) + time.perf_counter() - t5, hd95=full)
+                t6 = time.perf_counter()  # the default: local search within one voxel first
+                searched, s_stack = local_search(target_norm, np.stack(warped[:k]), stack, radius=1)
+                jlf, _ = fuse(s_stack, jlf_weights(target_norm, searched, s_stack))
+                del searched, s_stack
+                line[f"jlf_search{k}"] = add(f"top-{k} joint label fusion with local search (default)", target, jlf,
+                                             truth, rank_seconds + sum(reg_seconds[:k]) + time.perf_counter() - t6,
+                                             hd95=full)
         if ants is not None:
             best = ranked[0][1]
             tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"malf_multi_{target}"
