@@ -147,13 +147,9 @@ def run_bijros(pair: Pair, variant: str, device: str) -> MethodOutput:
 def full_resolution_jacobian(result) -> np.ndarray:
     """The Jacobian determinant at every target voxel (the written one is on the displacement grid), from
     the stored field's trilinear interpolation, as ANTs' is computed from its composed field."""
-    import torch
+    from bijros.registration.field import jacobian_determinant
 
-    from bijros.registration.field import DenseField, jacobian_determinant
-
-    factor = round(float(result.field_grid.spacing[0] / result.fixed.spacing[0]))
-    field = DenseField(torch.as_tensor(result.field_ras_mm), factor, result.fixed.shape)
-    return jacobian_determinant(field, result.fixed.ijk_to_ras)
+    return jacobian_determinant(result.dense_field(), result.fixed.ijk_to_ras)
 
 
 # --- ANTs ---------------------------------------------------------------------------------------

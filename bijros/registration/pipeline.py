@@ -37,7 +37,6 @@ from bijros.registration.field import (
     folding_stats,
     jacobian_determinant,
     total_displacement,
-    upsample_displacement,
     warp_volumes,
 )
 from bijros.registration.grid import Grid, points_ras, resample_to_grid, sample
@@ -138,9 +137,14 @@ class RegistrationResult:
     def displacement_ras_mm(self) -> np.ndarray:
         """(I, J, K, 3) ``phi(x) - x`` at every fixed voxel: the field's trilinear interpolation (exact)."""
         if self._full is None:
-            factor = round(float(self.field_grid.spacing[0] / self.fixed.spacing[0]))
-            self._full = upsample_displacement(torch.as_tensor(self.field_ras_mm), factor, self.fixed.shape).numpy()
+            field = self.dense_field()
+            self._full = field.slab(0, field.shape[0]).numpy()
         return self._full
+
+    def dense_field(self) -> DenseField:
+        """The mapping at every fixed voxel as a :class:`DenseField` (produced slab by slab from ``field_ras_mm``)."""
+        factor = round(float(self.field_grid.spacing[0] / self.fixed.spacing[0]))
+        return DenseField(torch.as_tensor(self.field_ras_mm), factor, self.fixed.shape)
 
 
 def check_labels_match(image: Image, labels: Image, what: str, allow_resample: bool) -> None:
