@@ -78,10 +78,14 @@ def local_weights(target: np.ndarray, warped: np.ndarray, spacing, sigma_mm: flo
 
 
 def jlf_weights(target: np.ndarray, warped: np.ndarray, labels: np.ndarray, patch: int = 1, beta: float = 2.0,
-                alpha: float = 0.1, chunk: int = 200_000) -> np.ndarray:
+                alpha: float = 0.1, chunk: int = 100_000) -> np.ndarray:
     """(K, ...) joint-label-fusion weights (Wang et al. 2013; its local search is :func:`local_search`, run
     first), on the voxels where the K atlases' labels disagree; elsewhere every atlas gets the same weight
-    (the vote is unanimous there)."""
+    (the vote is unanimous there).
+
+    Per voxel, the K atlases' absolute errors over the (2 patch + 1)^3 patch (edge voxels repeated at the
+    volume's border) form a (K, P) matrix E, and ``M = (E E')^beta + alpha I`` is one batched matrix
+    product; the K x K systems are solved in float32 (on MALF the fused labels matched float64's)."""
     import torch
 
     k = warped.shape[0]
@@ -90,29 +94,38 @@ def jlf_weights(target: np.ndarray, warped: np.ndarray, labels: np.ndarray, patc
     n = int(disagree.sum())
     if n == 0 or k == 1:
         return weights
-    size = 2 * patch + 1
-    errors = np.abs(warped - target[None]).astype(np.float32)  # (K, ...)
-    pairs = [(i, j) for i in range(k) for j in range(i, k)]
-    m = np.empty((len(pairs), n), np.float32)
-    for p, (i, j) in enumerate(pairs):
-        m[p] = ndimage.uniform_filter(errors[i] * errors[j], size)[disagree] * size ** 3
-    del errors
+    box = _bounding_box(disagree, margin=patch)
+    errors = torch.from_numpy(np.abs(warped[(slice(None),) + box] - target[box][None]).astype(np.float32))
+    shape = errors.shape[1:]
+    errors = errors.reshape(k, -1)
+    where = torch.nonzero(torch.from_numpy(np.ascontiguousarray(disagree[box])))  # (n, 3) in the box
+    offsets = torch.tensor([(a, b, c) for a in range(-patch, patch + 1) for b in range(-patch, patch + 1)
+                            for c in range(-patch, patch + 1)])
+    limit = torch.tensor(shape) - 1
+    strides = torch.tensor([shape[1] * shape[2], shape[2], 1])
+    eye = torch.eye(k)
+    ones = torch.ones(k, 1)
     out = np.empty((k, n), np.float32)
-    eye = torch.eye(k, dtype=torch.float64)
-    ones = torch.ones(k, 1, dtype=torch.float64)
-    rows = torch.tensor([i for i, _ in pairs])
-    cols = torch.tensor([j for _, j in pairs])
     for start in range(0, n, chunk):
-        block = torch.from_numpy(m[:, start:start + chunk]).to(torch.float64).T  # (n_block, pairs)
-        matrix = torch.zeros(block.shape[0], k, k, dtype=torch.float64)
-        matrix[:, rows, cols] = block
-        matrix[:, cols, rows] = block
-        matrix = matrix.clamp_min(0) ** beta + alpha * eye
-        solved = torch.linalg.solve(matrix, ones.expand(block.shape[0], k, 1))[..., 0]  # M^-1 1
+        at = where[start:start + chunk]
+        neighbours = ((at[:, None, :] + offsets[None]).clamp(min=torch.zeros(3, dtype=torch.long), max=limit)
+                      * strides).sum(-1)  # (b, P) flat indices
+        e = errors[:, neighbours.reshape(-1)].reshape(k, at.shape[0], -1).permute(1, 0, 2)  # (b, K, P)
+        matrix = torch.bmm(e, e.transpose(1, 2)) ** beta + alpha * eye
+        solved = torch.linalg.solve(matrix, ones.expand(at.shape[0], k, 1))[..., 0]  # M^-1 1
         w = solved / solved.sum(-1, keepdim=True)
-        out[:, start:start + chunk] = w.T.to(torch.float32).numpy()
+        out[:, start:start + chunk] = w.T.numpy()
     weights[:, disagree] = out
     return weights
+
+
+def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """Slices of the smallest box holding ``mask``'s voxels, ``margin`` voxels wider on every side."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.nonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))[0]
+        box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + margin + 1, mask.shape[axis])))
+    return tuple(box)
 
 
 def local_search(target: np.ndarray, warped: np.ndarray, labels: np.ndarray, radius: int = 1,
@@ -124,24 +137,28 @@ def local_search(target: np.ndarray, warped: np.ndarray, labels: np.ndarray, rad
     Wang et al. (2013) search each atlas patch around its voxel; here the best shift's centre voxel replaces
     the atlas's own, so the joint-error model and the vote that follow see the corrected atlas. On MALF
     (Testing/Benchmarks/results/malf_fusion_variants.md) radius 1 raised JLF's mean Dice by about 0.017.
+    Only the box around the target's foreground is searched (outside it nothing is there to match).
     """
     import torch
+
+    from bijros.registration.similarity import box_filter
 
     if radius <= 0:
         return warped, labels
     size = 2 * patch + 1
-    t = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))[None, None]
+    box = _bounding_box(foreground(target) | np.any(labels != labels[:1], axis=0), margin=radius + patch)
+    t = torch.from_numpy(np.ascontiguousarray(target[box], dtype=np.float32))[None, None]
 
     def patch_ssd(volume: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.avg_pool3d((volume - t) ** 2, size, stride=1, padding=patch)
+        return box_filter((volume - t) ** 2, size)
 
     shifts = [(a, b, c) for a in range(-radius, radius + 1) for b in range(-radius, radius + 1)
               for c in range(-radius, radius + 1) if (a, b, c) != (0, 0, 0)]
-    out_w = np.empty(warped.shape, np.float32)
-    out_l = np.empty(labels.shape, labels.dtype)
+    out_w = np.array(warped, np.float32, copy=True)
+    out_l = np.array(labels, copy=True)
     for i in range(warped.shape[0]):
-        w = torch.from_numpy(np.ascontiguousarray(warped[i], dtype=np.float32))[None, None]
-        lab = torch.from_numpy(np.ascontiguousarray(labels[i]))
+        w = torch.from_numpy(np.ascontiguousarray(warped[i][box], dtype=np.float32))[None, None]
+        lab = torch.from_numpy(np.ascontiguousarray(labels[i][box]))
         best, best_w, best_l = patch_ssd(w), w.clone(), lab.clone()
         for shift in shifts:
             moved = torch.roll(w, shift, dims=(2, 3, 4))
@@ -150,6 +167,6 @@ def local_search(target: np.ndarray, warped: np.ndarray, labels: np.ndarray, rad
             best = torch.where(better, d, best)
             best_w = torch.where(better, moved, best_w)
             best_l = torch.where(better[0, 0], torch.roll(lab, shift, dims=(0, 1, 2)), best_l)
-        out_w[i] = best_w[0, 0].numpy()
-        out_l[i] = best_l.numpy()
+        out_w[i][box] = best_w[0, 0].numpy()
+        out_l[i][box] = best_l.numpy()
     return out_w, out_l
