@@ -7,7 +7,7 @@ one added by name (``addAtlasLibrary``); nothing is copied. Console example::
     logic = slicer.util.getModuleLogic("FewShotSegment")
     logic.addAtlasLibrary("/data/my-labelled-brains", name="my-brains")
     ranking = logic.rankAtlases(targetNode, "my-brains")          # [{"rank", "name", "score"}, ...]
-    nodes = logic.propagateLibrary(targetNode, "my-brains")                 # all atlases (up to 15), jlf
+    nodes = logic.propagateLibrary(targetNode, "my-brains")       # all atlases and their mirrors (up to 30), jlf
     nodes["segmentation"], nodes["confidenceVolume"], nodes["ranking"]
 """
 
@@ -21,6 +21,12 @@ from .options import engineArguments
 from .volumes import checkScalarVolume, volumeNodeToImage
 
 FUSIONS = ("jlf", "weighted", "vote")
+MIRROR_MODES = ("auto", "on", "off")
+
+
+def _checkMirror(mirror) -> None:
+    if mirror not in MIRROR_MODES:
+        raise ValueError(f"Unknown mirror setting '{mirror}'. Choose one of: {', '.join(MIRROR_MODES)}.")
 
 
 class MultiAtlasLogic(EngineLogic):
@@ -93,12 +99,15 @@ class MultiAtlasLogic(EngineLogic):
             shutil.rmtree(workdir, ignore_errors=True)
             raise
 
-    def startRanking(self, targetVolume, atlasLibrary, device="auto", affineMetric=None) -> RegistrationJob:
-        """Start ranking the library's atlases for ``targetVolume`` (returns at once; the result has "ranking")."""
+    def startRanking(self, targetVolume, atlasLibrary, device="auto", affineMetric=None,
+                     mirror: str = "auto") -> RegistrationJob:
+        """Start ranking the library's atlases (and with ``mirror`` "auto" their mirrors, as propagation uses them)
+        for ``targetVolume`` (returns at once; the result has "ranking")."""
         reason = self.libraryProblem(atlasLibrary)
         if reason:
             raise ValueError(reason)
-        args = ["atlas", "rank", "--library", str(atlasLibrary), "--device", str(device or "auto")]
+        _checkMirror(mirror)
+        args = ["atlas", "rank", "--library", str(atlasLibrary), "--device", str(device or "auto"), "--mirror", mirror]
         if affineMetric:
             args += ["--affine-metric", affineMetric]
         return self._startLibraryJob("ranking", targetVolume, args)
@@ -109,9 +118,10 @@ class MultiAtlasLogic(EngineLogic):
 
     def startLibraryPropagation(self, targetVolume, atlasLibrary, topK=None, fusion: str = "jlf",
                                 method: str = "deformable", device: str = "auto", preset=None, affineMetric=None,
-                                createConfidence: bool = True) -> RegistrationJob:
-        """Start multi-atlas propagation: rank, register the best ``topK`` (None: all, up to 15; 0: all), fuse them
-        by ``fusion`` ("jlf", "weighted" or "vote")."""
+                                createConfidence: bool = True, mirror: str = "auto") -> RegistrationJob:
+        """Start multi-atlas propagation: rank, register the best ``topK`` (None: all, up to 30; 0: all), fuse them
+        by ``fusion`` ("jlf", "weighted" or "vote"). ``mirror`` "auto" also uses every atlas flipped left to right
+        (left and right labels swapped) when the label table pairs left and right labels; "off" never."""
         reason = self.libraryProblem(atlasLibrary)
         if reason:
             raise ValueError(reason)
@@ -120,7 +130,8 @@ class MultiAtlasLogic(EngineLogic):
         if topK is not None and int(topK) < 0:
             raise ValueError(f"The number of atlases to fuse must be 0 (all) or more, not {topK}.")
         options = engineArguments(method, device, preset, None, None, None, False, affineMetric)
-        args = ["propagate", "--atlas-library", str(atlasLibrary), "--fusion", fusion, *options]
+        _checkMirror(mirror)
+        args = ["propagate", "--atlas-library", str(atlasLibrary), "--fusion", fusion, "--mirror", mirror, *options]
         if topK is not None:
             args += ["--top-k", str(int(topK))]
         return self._startLibraryJob("multi-atlas", targetVolume, args, createConfidence)

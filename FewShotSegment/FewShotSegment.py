@@ -146,7 +146,7 @@ class FewShotSegmentLogic(ScriptedLoadableModuleLogic, PropagationLogic):
             "targetVolume": v["TargetVolume"], "atlasLibrary": v["MultiAtlasLibrary"], "topK": v["TopK"] or None,
             "fusion": v["Fusion"] or "jlf", "method": v["Method"] or "deformable", "preset": v["Preset"],
             "device": v["Device"] or "auto", "affineMetric": v["AffineMetric"],
-            "createConfidence": v["CreateConfidence"],
+            "createConfidence": v["CreateConfidence"], "mirror": "auto" if v["MirrorAtlases"] else "off",
         }
 
     def inputProblem(self, parameterNode):

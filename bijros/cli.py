@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "(images/X + labels/X, or <id>_t1 + <id>_labels with one labels.csv); the atlases are "
                            "ranked for the target, the top --top-k registered and their labels fused")
     prop.add_argument("--top-k", type=int, default=None,
-                      help="multi-atlas: how many of the best-ranked atlases to fuse; 0: all; default: all, up to 15")
+                      help="multi-atlas: how many of the best-ranked atlases to fuse; 0: all; default: all (mirrors "
+                           "included), up to 30")
+    prop.add_argument("--mirror", default="auto", choices=["auto", "on", "off"],
+                      help="multi-atlas: also use every atlas flipped left to right with its left and right labels "
+                           "swapped (auto: when the label table pairs left and right labels; default)")
     prop.add_argument("--fusion", default="jlf", choices=["jlf", "weighted", "vote"],
                       help="multi-atlas label fusion: joint label fusion (default; Wang et al. 2013, with a local "
                            "search, see --search-radius), locally weighted voting, or majority vote")
@@ -108,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--out", required=True, help="output folder: atlases.json (the ranking) and report.json")
     rank.add_argument("--device", default="auto")
     rank.add_argument("--affine-metric", default=None, choices=["ncc", "mi"])
+    rank.add_argument("--mirror", default="auto", choices=["auto", "on", "off"],
+                      help="rank the mirrored atlases too (as propagate --atlas-library uses them; default auto)")
     rank.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
     sub.add_parser("models", help="list the learned model library (Resources/Models/catalog.json)")
 
@@ -355,6 +361,13 @@ def cmd_rank(args) -> int:
     resolve_device(args.device)
     check_out_dir(args.out)
     atlases, skipped, target = _library_and_target(args.library, args.target)
+    from bijros.atlas.mirror import with_mirrored
+    from bijros.atlas.multi import merged_label_table
+
+    library_size = len(atlases)
+    note = None
+    if library_size > 1:
+        atlases, note = with_mirrored(atlases, merged_label_table(atlases), args.mirror)
     options = dataclasses.replace(RegistrationOptions(device=args.device), affine_metric=args.affine_metric)
     progress, close = _progress(args.progress, {"rank": 1.0})
     t0 = time.perf_counter()
@@ -363,7 +376,8 @@ def cmd_rank(args) -> int:
         ranking = [{"rank": r + 1, "name": a.name, "score": round(float(s), 5), "seconds": round(sec, 2)}
                    for r, (s, a, _aff, sec) in enumerate(ranked)]
         report = {"mode": "atlas ranking", "ranking_metric": "NCC after affine, inside the target's foreground",
-                  "library_size": len(atlases), "skipped": skipped,
+                  "library_size": library_size, "candidates": len(atlases), "notes": [note] if note else [],
+                  "skipped": skipped,
                   "seconds": {"total": round(time.perf_counter() - t0, 2)}}
         written = write_files({"atlases.json": lambda path: write_json({"ranking": ranking}, path),
                                "report.json": lambda path: write_json(report, path)}, args.out)
@@ -401,7 +415,7 @@ def cmd_propagate_library(args) -> int:
     with stages("read"):
         atlases, skipped, target = _library_and_target(args.atlas_library, args.target)
     multi = MultiAtlasOptions(top_k=args.top_k, fusion=args.fusion, registration=options,
-                              search_radius=args.search_radius)
+                              search_radius=args.search_radius, mirror=args.mirror)
     multi.validate(len(atlases))
     from bijros.atlas.multi import MULTI_STAGES
 
@@ -472,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "propagate":
             if args.top_k is not None:
                 raise BijrosError("--top-k needs --atlas-library (a library to choose the atlases from).")
+            if args.mirror != "auto":
+                raise BijrosError("--mirror needs --atlas-library (mirrored atlases join a library's fusion).")
             atlas, labels = _atlas_paths(args)
             run_registration(args.target, atlas, labels, args)
         elif args.command == "atlas":

@@ -23,7 +23,7 @@ def startJob(widget):
     if node.GetParameter("AtlasSource") == "multi":
         kwargs = widget.logic.libraryRunArguments(node)
         job = widget.logic.startLibraryPropagation(**kwargs)
-        count = "the best atlases (all, up to 15)" if not kwargs["topK"] else f"the best {kwargs['topK']} atlases"
+        count = "the best atlases (all, up to 30)" if not kwargs["topK"] else f"the best {kwargs['topK']} atlases"
         return job, (f"Propagating {count} of '{kwargs['atlasLibrary']}' to '{kwargs['targetVolume'].GetName()}' "
                      f"(ranked, then fused by {kwargs['fusion']}; method {kwargs['method']}, device {kwargs['device']})")
     kwargs = widget.logic.runArguments(node)

@@ -19,6 +19,7 @@ class SelectionSection:
             Binding("topKSpinBox", "TopK", "int", "0"),
             Binding("fusionComboBox", "Fusion", "choice", "jlf"),
             Binding("createConfidenceCheckBox", "CreateConfidence", "bool", "true"),
+            Binding("mirrorAtlasesCheckBox", "MirrorAtlases", "bool", "true"),
         ]
 
     @staticmethod
@@ -104,7 +105,8 @@ def rank(widget) -> None:
     target, library = node.GetNodeReference("TargetVolume"), node.GetParameter("MultiAtlasLibrary")
     try:
         job = widget.logic.startRanking(target, library, device=node.GetParameter("Device") or "auto",
-                                        affineMetric=node.GetParameter("AffineMetric") or None)
+                                        affineMetric=node.GetParameter("AffineMetric") or None,
+                                        mirror=widget.logic.libraryRunArguments(node)["mirror"])
     except (ValueError, RuntimeError) as exc:
         slicer.util.errorDisplay(str(exc), windowTitle="BiJROS: cannot rank")
         return

@@ -9,7 +9,10 @@ these rows are scored against the target's manual labels (138 labels, as malf_pr
 * random single atlas: the mean over the library's single atlases (what a random pick gets on average);
 * best-ranked single atlas: the rank-1 atlas alone;
 * top-k majority vote and top-k locally weighted voting (`bijros.atlas.fusion`) for each k given, and
-  joint label fusion for the sizes in --jlf-k, without and with the local search (the default);
+  joint label fusion for the sizes in --jlf-k, without and with the local search;
+* the whole library and its mirrors (`bijros.atlas.mirror`: every atlas flipped left to right, left and right
+  labels swapped; 28 atlases): majority vote, weighted voting, and JLF with the local search (the default of
+  `bijros propagate --atlas-library`);
 * ANTs SyN with the best-ranked atlas (reference; needs antspyx, skipped with --no-ants).
 
 Seconds per target: what `bijros propagate --atlas-library` spends for that row: ranking (one affine per
@@ -43,6 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--jlf-k", default="all", help="fusion sizes to score with joint label fusion too")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-ants", action="store_true")
+    p.add_argument("--no-mirror", action="store_true", help="skip the rows with mirrored atlases")
     p.add_argument("--out", type=Path, default=OUT)
     return p.parse_args(argv)
 
@@ -57,7 +61,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     from bijros.atlas.fusion import fuse, jlf_weights, local_search, local_weights, normalise
-    from bijros.atlas.multi import LoadedAtlas, rank_atlases
+    from bijros.atlas.mirror import MIRRORED_SUFFIX, with_mirrored
+    from bijros.atlas.multi import LoadedAtlas, merged_label_table, rank_atlases
     from bijros.io import load_image
     from bijros.metrics import evaluate_labels
     from bijros.registration.pipeline import RegistrationOptions, register
@@ -84,13 +89,22 @@ def main(argv=None) -> int:
     for target in args.targets.split(","):
         truth = loaded[target].labels
         library = [loaded[s] for s in subjects if s != target]
+        pool, _note = with_mirrored(library, merged_label_table(library), "off" if args.no_mirror else "on")
         t0 = time.perf_counter()
-        ranked = rank_atlases(loaded[target].image, library, options)
-        rank_seconds = time.perf_counter() - t0
+        ranked_pool = rank_atlases(loaded[target].image, pool, options)
+        pool_rank_seconds = time.perf_counter() - t0
+        ranked = [r for r in ranked_pool if not r[1].name.endswith(MIRRORED_SUFFIX)]
+        rank_seconds = sum(r[3] for r in ranked)  # what ranking the library alone costs
+        mirror_maps, mirror_warped, mirror_seconds = [], [], []
         maps, warped, reg_seconds, singles = [], [], [], []
-        for _score, atlas, affine, _sec in ranked:
+        for _score, atlas, affine, _sec in ranked_pool:
             t1 = time.perf_counter()
             result = register(loaded[target].image, atlas.image, atlas.labels, options, affine_ras=affine)
+            if atlas.name.endswith(MIRRORED_SUFFIX):
+                mirror_seconds.append(time.perf_counter() - t1)
+                mirror_maps.append(result.labels.array)
+                mirror_warped.append(normalise(result.warped.array))
+                continue
             reg_seconds.append(time.perf_counter() - t1)
             maps.append(result.labels.array)
             warped.append(normalise(result.warped.array))
@@ -127,9 +141,29 @@ def main(argv=None) -> int:
                 searched, s_stack = local_search(target_norm, np.stack(warped[:k]), stack, radius=1)
                 jlf, _ = fuse(s_stack, jlf_weights(target_norm, searched, s_stack))
                 del searched, s_stack
-                line[f"jlf_search{k}"] = add(f"top-{k} joint label fusion with local search (default)", target, jlf,
+                line[f"jlf_search{k}"] = add(f"top-{k} joint label fusion with local search", target, jlf,
                                              truth, rank_seconds + sum(reg_seconds[:k]) + time.perf_counter() - t6,
                                              hd95=full)
+        if mirror_maps:
+            stack = np.stack(maps + mirror_maps)
+            images = np.stack(warped + mirror_warped)
+            base = pool_rank_seconds + sum(reg_seconds) + sum(mirror_seconds)
+            n = len(stack)
+            t7 = time.perf_counter()
+            voted, _ = fuse(stack)
+            line[f"vote{n}m"] = add(f"{len(maps)} atlases + {len(mirror_maps)} mirrored, majority vote", target, voted,
+                                    truth, base + time.perf_counter() - t7, hd95=False)
+            t8 = time.perf_counter()
+            weighted, _ = fuse(stack, local_weights(target_norm, images, loaded[target].image.spacing))
+            line[f"weighted{n}m"] = add(f"{len(maps)} atlases + {len(mirror_maps)} mirrored, weighted voting", target,
+                                        weighted, truth, base + time.perf_counter() - t8, hd95=False)
+            t9 = time.perf_counter()
+            searched, s_stack = local_search(target_norm, images, stack, radius=1)
+            jlf, _ = fuse(s_stack, jlf_weights(target_norm, searched, s_stack))
+            del searched, s_stack, images
+            line[f"jlf_search{n}m"] = add(f"{len(maps)} atlases + {len(mirror_maps)} mirrored, joint label fusion with "
+                                          "local search (the default)", target, jlf, truth,
+                                          base + time.perf_counter() - t9)
         if ants is not None:
             best = ranked[0][1]
             tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"malf_multi_{target}"

@@ -251,6 +251,9 @@ def test_atlas_selection_ranks_and_fuses_a_library(fs, tmp_path, monkeypatch):
 
     ui.topKSpinBox.value = 2
     ui.fusionComboBox.setCurrentIndex(ui.fusionComboBox.findData("vote"))
+    assert ui.mirrorAtlasesCheckBox.checked and fs.logic.libraryRunArguments(fs._parameterNode)["mirror"] == "auto"
+    ui.mirrorAtlasesCheckBox.checked = False  # the phantoms have no left/right labels: nothing to mirror anyway
+    assert fs.logic.libraryRunArguments(fs._parameterNode)["mirror"] == "off"
     scene = fs.logic.scene
     before = scene.GetNumberOfNodes()
     ui.propagateButton.click()

@@ -31,14 +31,15 @@ from bijros.atlas.fusion import (
     local_weights,
     normalise,
 )
+from bijros.atlas.mirror import MIRROR_MODES, with_mirrored
 from bijros.errors import InputError
 from bijros.io.image import Image, LabelTable
 from bijros.progress import Progress
 
-#: when no k is given: every atlas of the library, up to this many. Measured on MALF (leave one out, README
-#: "Atlas selection"): each added atlas raised the fused Dice up to the 14 there were, at ~6 s per atlas on
-#: 2 CPU cores; beyond 15 nothing was measured and the wall time passes 3 minutes.
-AUTO_TOP_K_MAX = 15
+#: when no k is given: every atlas of the library (mirrors included), up to this many. Measured on MALF (leave
+#: one out, README "Atlas selection"): each added atlas raised the fused Dice up to the 28 there were (14 and
+#: their mirrors), at ~7 s per atlas on 2 CPU cores; beyond 30 nothing was measured and the wall time passes 5 min.
+AUTO_TOP_K_MAX = 30
 MULTI_STAGES = {"rank": 0.25, "register": 0.55, "fuse": 0.15, "write": 0.05}
 
 
@@ -57,10 +58,13 @@ class MultiAtlasOptions:
     sigma_mm: float = 2.0  # weighted fusion: neighbourhood of the local intensity difference
     power: float = 2.0  # weighted fusion: weight = (eps + local MSD) ** -power
     search_radius: int = 1  # jlf: local search within this many voxels before the weights (0: none)
+    mirror: str = "auto"  # auto | on | off: the atlases flipped left to right join the library (bijros.atlas.mirror)
 
     def validate(self, library_size: int) -> int:
         if self.fusion not in FUSION_METHODS:
             raise InputError(f"Unknown fusion '{self.fusion}'. Choose one of: {', '.join(FUSION_METHODS)}.")
+        if self.mirror not in MIRROR_MODES:
+            raise InputError(f"Unknown --mirror '{self.mirror}'. Choose one of: {', '.join(MIRROR_MODES)}.")
         if not 0 <= self.search_radius <= 3:
             raise InputError(f"--search-radius {self.search_radius}: give 0 (no search) to 3 voxels.")
         if self.top_k is None:
@@ -163,12 +167,19 @@ def propagate_library(target: Image, atlases: list[LoadedAtlas], options: MultiA
     opts = options or MultiAtlasOptions()
     if not atlases:
         raise InputError("The atlas library has no usable atlas.")
-    k = opts.validate(len(atlases))
+    opts.validate(len(atlases))
     prog = progress or Progress(None, MULTI_STAGES)
     t0 = time.perf_counter()
     notes = []
     registration = opts.registration or RegistrationOptions()
     table = merged_label_table(atlases)
+    library_size = len(atlases)
+    if library_size > 1:
+        atlases, note = with_mirrored(atlases, table, opts.mirror)
+        if note:
+            notes.append(note)
+    mirrored = len(atlases) > library_size
+    k = opts.validate(len(atlases))
     if _looks_like_ct(target) != any(_looks_like_ct(a.image) for a in atlases) and registration.affine_metric != "mi":
         notes.append("The target and the atlases look like different modalities (CT values in only one of them): "
                      "mutual information is used for the affine stage.")
@@ -211,7 +222,9 @@ def propagate_library(target: Image, atlases: list[LoadedAtlas], options: MultiA
         "fusion": opts.fusion if k > 1 else "none (one atlas)",
         "search_radius": opts.search_radius if opts.fusion == "jlf" and k > 1 else None,
         "top_k": k,
-        "library_size": len(atlases),
+        "library_size": library_size,
+        "mirrored": mirrored,
+        "candidates": len(atlases),
         "ranking_metric": "NCC after affine, inside the target's foreground",
         "method": registration.method,
         "device": device,
