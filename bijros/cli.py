@@ -7,6 +7,7 @@
     bijros propagate --atlas-library NAME|DIR [--top-k K] [--fusion jlf|weighted|vote] --target IMG --out DIR
     bijros atlas add DIR [--name N] | list | remove NAME
     bijros atlases | models
+    bijros prompt-match --labels-table FILE --prompt "TEXT" [--labels LAB]
     bijros train-registration --config FILE --out DIR
 
 Exit codes: 0 success, 2 bad input or unavailable device (message on stderr), 130 cancelled.
@@ -96,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--truth", required=True)
     ev.add_argument("--exclude", default="0", help="comma-separated label values to leave out (default 0)")
     ev.add_argument("--no-hd95", action="store_true", help="skip HD95 (faster)")
+
+    pm = sub.add_parser("prompt-match", help="which labels of a label table a text prompt names; prints JSON")
+    pm.add_argument("--labels-table", required=True, help="label table (.csv, .json, .ctbl, or a FreeSurfer-style LUT)")
+    pm.add_argument("--prompt", required=True, help='e.g. "left hippocampus and amygdala", "the ventricles"')
+    pm.add_argument("--labels", default=None, help="a label map: match only the label values it holds")
 
     sub.add_parser("atlases", help="list the built-in atlas library")
     atl = sub.add_parser("atlas", help="atlas libraries: add a folder of image/label pairs, list, remove")
@@ -250,6 +256,26 @@ def cmd_evaluate(args) -> int:
         raise BijrosError(f"--exclude '{args.exclude}' must be comma-separated label values.") from exc
     result = evaluate_labels(pred.array, truth.array, truth.spacing, exclude, with_hd95=not args.no_hd95)
     print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_prompt_match(args) -> int:
+    from bijros.io.label_tables import read_label_table
+    from bijros.text.match import match_prompt
+
+    table = read_label_table(args.labels_table)
+    entries = [(e.value, e.name) for e in table]
+    if args.labels:
+        import numpy as np
+
+        from bijros.io import load_image
+
+        present = set(np.unique(load_image(args.labels, label_map=True).array).astype(int).tolist())
+        entries = [(v, n) for v, n in entries if v in present]
+        if not entries:
+            raise BijrosError(f"No value of --labels {args.labels} is named in --labels-table {args.labels_table}.")
+    result = match_prompt(args.prompt, entries)
+    print(json.dumps({"prompt": result["prompt"], "labels": result["labels"], "phrases": result["phrases"]}, indent=1))
     return 0
 
 
@@ -507,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_models()
         elif args.command == "evaluate":
             return cmd_evaluate(args)
+        elif args.command == "prompt-match":
+            return cmd_prompt_match(args)
         elif args.command == "demo":
             return cmd_demo(args)
         elif args.command == "train-registration":

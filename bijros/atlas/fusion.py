@@ -95,7 +95,7 @@ def jlf_weights(target: np.ndarray, warped: np.ndarray, labels: np.ndarray, patc
     if n == 0 or k == 1:
         return weights
     box = _bounding_box(disagree, margin=patch)
-    errors = torch.from_numpy(np.abs(warped[(slice(None),) + box] - target[box][None]).astype(np.float32))
+    errors = torch.from_numpy(np.abs(warped[(slice(None), *box)] - target[box][None]).astype(np.float32))
     shape = errors.shape[1:]
     errors = errors.reshape(k, -1)
     where = torch.nonzero(torch.from_numpy(np.ascontiguousarray(disagree[box])))  # (n, 3) in the box

@@ -14,47 +14,26 @@ never mirrors.
 from __future__ import annotations
 
 import dataclasses
-import json
-from importlib import resources
 
 import numpy as np
 
 from bijros.errors import InputError
 from bijros.io.image import Image, LabelTable
+from bijros.laterality import split_side
 
 MIRROR_MODES = ("auto", "on", "off")
 MIRRORED_SUFFIX = " (mirrored)"
-
-
-def _patterns() -> dict:
-    text = resources.files("bijros").joinpath("data/laterality.json").read_text(encoding="utf-8")
-    return json.loads(text)
-
-
-def _side(name: str, patterns: dict) -> tuple[str, str] | None:
-    """('left'|'right', the name with its side words replaced by a marker), or None for a midline name."""
-    low = name.strip().lower()
-    for left, right in patterns["prefixes"]:
-        for side, form in (("left", left), ("right", right)):
-            if low.startswith(form) and len(low) > len(form):
-                return side, "\0" + low[len(form):]
-    for left, right in patterns["suffixes"]:
-        for side, form in (("left", left), ("right", right)):
-            if low.endswith(form) and len(low) > len(form):
-                return side, low[: -len(form)] + "\0"
-    return None
 
 
 def lateral_pairs(table: LabelTable | None) -> tuple[dict[int, int], list[str]]:
     """(value -> mirrored value for every paired left or right label, names of lateral labels without a partner)."""
     if table is None:
         return {}, []
-    patterns = _patterns()
     sides: dict[tuple[str, str], int] = {}
     for entry in table:
-        side = _side(entry.name, patterns)
+        side, rest = split_side(entry.name)
         if side is not None:
-            sides.setdefault(side, entry.value)
+            sides.setdefault((side, rest.lower()), entry.value)
     swap, unpaired = {}, []
     for (side, rest), value in sides.items():
         partner = sides.get(("right" if side == "left" else "left", rest))

