@@ -18,7 +18,7 @@ from .process import CANCELLED, CANCELLING, FAILED, RUNNING, ProcessRunner
 class JobRequest:
     """What a job was asked to make (kept until its results are imported)."""
 
-    kind: str  # "registration" | "propagation" | "multi-atlas" | "ranking"
+    kind: str  # "registration" | "propagation" | "multi-atlas" | "ranking" | "library"
     fixedVolume: object
     movingVolume: object | None
     movingSegmentation: object | None

@@ -112,6 +112,36 @@ class MultiAtlasLogic(EngineLogic):
             args += ["--affine-metric", affineMetric]
         return self._startLibraryJob("ranking", targetVolume, args)
 
+    def startLibraryDescription(self, atlasLibrary) -> RegistrationJob:
+        """Start listing the library's atlases (name, modality, size, labels, thumbnail PNG; the result has
+        "library"). The thumbnails are kept in the BiJROS config folder, so the panel can show them later."""
+        import hashlib
+
+        from bijros.atlas.folders import config_dir, resolve_library
+
+        reason = self.libraryProblem(atlasLibrary)
+        if reason:
+            raise ValueError(reason)
+        self._checkDependencies()
+        folder = str(resolve_library(str(atlasLibrary)).folder)
+        thumbnails = config_dir() / "thumbnails" / hashlib.sha1(folder.encode("utf-8")).hexdigest()[:16]
+        request = JobRequest(
+            kind="library", fixedVolume=None, movingVolume=None, movingSegmentation=None, outputTransform=None,
+            method="", createWarpedVolume=False, createSegmentation=False, createJacobian=False,
+            createTransform=False, fixedName="", movingName="", segmentationName="")
+        workdir = self._workFolder()
+        try:
+            return self._launch(["atlas", "show", "--library", str(atlasLibrary), "--thumbnails", str(thumbnails)],
+                                workdir, request)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+
+    def describeLibrary(self, atlasLibrary) -> list:
+        """Blocking :meth:`startLibraryDescription`: [{"name", "modality", "shape", "spacing_mm", "labels",
+        "thumbnail"}]."""
+        return self._blocking(self.startLibraryDescription(atlasLibrary))["library"]["atlases"]
+
     def rankAtlases(self, targetVolume, atlasLibrary, **kwargs) -> list:
         """Blocking ranking: [{"rank", "name", "score", "seconds"}], best first."""
         return self._blocking(self.startRanking(targetVolume, atlasLibrary, **kwargs))["ranking"]

@@ -32,7 +32,7 @@ def qcSummary(report: dict, wallSeconds: float | None = None) -> str:
 def createdNodeNames(nodes: dict) -> list[str]:
     """Names of the nodes a finished job created (``finishJob``'s dict), each once, in order."""
     return list(dict.fromkeys(node.GetName() for key, node in nodes.items()
-                              if key not in ("report", "warnings", "ranking") and node is not None))
+                              if key not in ("report", "warnings", "ranking", "library") and node is not None))
 
 
 class JobPanelMixin:

@@ -25,7 +25,7 @@ def importResults(job, scene) -> dict:
             raise RuntimeError(f"The {role} was removed from the scene during the run; nothing was added.")
     results: dict = {"transform": None, "affineTransform": None, "warpedVolume": None,
                      "segmentation": None, "jacobianVolume": None, "confidenceVolume": None, "ranking": None,
-                     "report": {}, "warnings": list(request.warnings)}
+                     "library": None, "report": {}, "warnings": list(request.warnings)}
     fixed = request.fixedVolume
     name = transformName(request.movingName, request.fixedName)
     try:
@@ -64,6 +64,8 @@ def importResults(job, scene) -> dict:
             if request.createJacobian:
                 results["jacobianVolume"] = jacobianImageToVolumeNode(
                     load_image(out / "jacobian.nii.gz"), f"{name} Jacobian", fixed, scene)
+            if (out / "library.json").is_file():
+                results["library"] = json.loads((out / "library.json").read_text(encoding="utf-8"))
             if (out / "atlases.json").is_file():
                 results["ranking"] = json.loads((out / "atlases.json").read_text(encoding="utf-8"))["ranking"]
             if request.createConfidence:

@@ -5,7 +5,7 @@
     bijros evaluate  --pred LAB --truth LAB [--exclude 0,15,...]
     bijros demo      --out DIR
     bijros propagate --atlas-library NAME|DIR [--top-k K] [--fusion jlf|weighted|vote] --target IMG --out DIR
-    bijros atlas add DIR [--name N] | list | remove NAME
+    bijros atlas add DIR [--name N] | list | remove NAME | show --library L --out DIR
     bijros atlases | models
     bijros prompt-match --labels-table FILE --prompt "TEXT" [--labels LAB]
     bijros train-registration --config FILE --out DIR
@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     atl_sub.add_parser("list", help="the built-in atlases and the added libraries")
     rem = atl_sub.add_parser("remove", help="forget an added library (its files are not touched)")
     rem.add_argument("name")
+    show = atl_sub.add_parser("show", help="a library's atlases: modality, size, labels, thumbnails; writes library.json")
+    show.add_argument("--library", required=True, help="an added library's name or a folder of image/label pairs")
+    show.add_argument("--out", required=True, help="output folder: library.json and report.json")
+    show.add_argument("--thumbnails", default=None, help="folder for the thumbnail PNGs (default: OUT/thumbnails)")
+    show.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
     rank = atl_sub.add_parser("rank", help="rank a library's atlases for a target (affine, then NCC); writes atlases.json")
     rank.add_argument("--library", required=True, help="an added library's name or a folder of image/label pairs")
     rank.add_argument("--target", required=True)
@@ -336,6 +341,8 @@ def cmd_atlas(args) -> int:
 
     if args.atlas_command == "rank":
         return cmd_rank(args)
+    if args.atlas_command == "show":
+        return cmd_show(args)
     if args.atlas_command == "add":
         name, library = folders.add_library(args.folder, args.name)
         print(f"added atlas library '{name}': {len(library.atlases)} atlases in {library.folder}")
@@ -372,6 +379,44 @@ def _library_and_target(library_arg: str, target_path: str):
     target = load_image(target_path)
     check_intensity_image(target, "target")
     return atlases, skipped, target
+
+
+def cmd_show(args) -> int:
+    """atlas show: what the panel's library table lists."""
+    import time
+    from pathlib import Path
+
+    from bijros.atlas.describe import describe_library
+    from bijros.atlas.folders import resolve_library
+    from bijros.io.outputs import check_out_dir, write_files, write_json
+
+    check_out_dir(args.out)
+    library = resolve_library(args.library)
+    thumbnails = Path(args.thumbnails) if args.thumbnails else Path(args.out) / "thumbnails"
+    progress, close = _progress(args.progress, {"describe": 1.0})
+    t0 = time.perf_counter()
+    try:
+        atlases, skipped = describe_library(library.atlases, thumbnails, progress.stage("describe"))
+        skipped = list(library.skipped) + skipped
+        info = {"library": str(args.library), "folder": str(library.folder), "atlases": atlases, "skipped": skipped}
+        report = {"mode": "atlas library", "seconds": {"total": round(time.perf_counter() - t0, 2)}}
+        written = write_files({"library.json": lambda path: write_json(info, path),
+                               "report.json": lambda path: write_json(report, path)}, args.out)
+        progress.done("done")
+    finally:
+        close()
+    message = f"{len(atlases)} atlases in {library.folder}" + (f"; skipped {len(skipped)}" if skipped else "")
+    if args.progress == "json":
+        print(json.dumps({"stage": "result", "fraction": 1.0, "message": message, "out": str(args.out),
+                          "files": sorted(written), "seconds": report["seconds"]}))
+    else:
+        print(message, file=sys.stderr)
+        for a in atlases:
+            print(f"  {a['name']:<24} {a['modality']:<22} {'x'.join(map(str, a['shape']))}  {a['labels']} labels",
+                  file=sys.stderr)
+        for line in skipped:
+            print(f"  skipped {line}", file=sys.stderr)
+    return 0
 
 
 def cmd_rank(args) -> int:

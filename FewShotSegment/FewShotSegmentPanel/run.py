@@ -8,7 +8,7 @@ from __future__ import annotations
 from BiJROSLib import dependencies
 from BiJROSLib.views import resultForeground, showInSliceViews
 
-from .selection import storeRanking
+from .selection import storeLibrary, storeRanking
 
 
 def requiredPackages(widget) -> list:
@@ -35,6 +35,13 @@ def startJob(widget):
 
 
 def showResults(widget, nodes) -> None:
+    if nodes.get("library") is not None:  # the library's contents
+        storeLibrary(widget, nodes["library"])
+        atlases, skipped = nodes["library"]["atlases"], nodes["library"]["skipped"]
+        widget.ui.statusLabel.text = (f"The library holds {len(atlases)} atlases"
+                                      + (f"; skipped {len(skipped)}: {'; '.join(skipped)[:300]}" if skipped else "")
+                                      + ".")
+        return
     if nodes.get("ranking") is not None:
         storeRanking(widget, nodes["ranking"])
     segmentation = nodes["segmentation"]

@@ -31,6 +31,9 @@ class SelectionSection:
         fillLibraries(widget)
         ui.rankingTableWidget.setHorizontalHeaderLabels(["Rank", "Atlas", "Score (NCC)"])
         ui.rankingTableWidget.verticalHeader().setVisible(False)
+        ui.libraryTableWidget.setHorizontalHeaderLabels(["", "Atlas", "Modality", "Labels"])
+        ui.libraryTableWidget.verticalHeader().setVisible(False)
+        ui.showAtlasesButton.connect("clicked(bool)", lambda _checked=False: describe(widget))
         ui.addLibraryDirectoryButton.connect("directoryChanged(QString)", lambda folder: addLibrary(widget, folder))
         ui.rankButton.connect("clicked(bool)", lambda _checked=False: rank(widget))
         ui.removeLibraryButton.connect("clicked(bool)", lambda _checked=False: forgetLibrary(widget))
@@ -46,7 +49,9 @@ class SelectionSection:
         ui.rankButton.enabled = active and widget._job is None and bool(
             node.GetNodeReference("TargetVolume") and node.GetParameter("MultiAtlasLibrary"))
         ui.removeLibraryButton.enabled = active and bool(node.GetParameter("MultiAtlasLibrary"))
+        ui.showAtlasesButton.enabled = active and widget._job is None and bool(node.GetParameter("MultiAtlasLibrary"))
         showRanking(widget)
+        showLibrary(widget)
 
 
 def fillLibraries(widget, select: str | None = None) -> None:
@@ -111,6 +116,53 @@ def rank(widget) -> None:
         slicer.util.errorDisplay(str(exc), windowTitle="BiJROS: cannot rank")
         return
     widget.trackJob(job, f"Ranking the atlases of '{library}' for '{target.GetName()}'")
+
+
+def describe(widget) -> None:
+    """List the library's atlases (modality, labels, thumbnail) from a child process; the table fills when done."""
+    import slicer
+
+    if widget._job is not None:
+        return
+    library = widget._parameterNode.GetParameter("MultiAtlasLibrary")
+    try:
+        job = widget.logic.startLibraryDescription(library)
+    except (ValueError, RuntimeError) as exc:
+        slicer.util.errorDisplay(str(exc), windowTitle="BiJROS: cannot read the library")
+        return
+    widget.trackJob(job, f"Reading the atlases of '{library}'")
+
+
+def storeLibrary(widget, library: dict) -> None:
+    node = widget._parameterNode
+    node.SetParameter("LibraryContents", json.dumps({"library": node.GetParameter("MultiAtlasLibrary"),
+                                                     "atlases": library["atlases"], "skipped": library["skipped"]}))
+
+
+def showLibrary(widget) -> None:
+    """The table of the chosen library's atlases (empty until *Show the library's atlases* has run for it)."""
+    import qt
+
+    node, table = widget._parameterNode, widget.ui.libraryTableWidget
+    contents = {}
+    try:
+        contents = json.loads(node.GetParameter("LibraryContents") or "{}")
+    except ValueError:
+        contents = {}
+    atlases = contents.get("atlases", []) if contents.get("library") == node.GetParameter("MultiAtlasLibrary") else []
+    table.setRowCount(len(atlases))
+    for row, atlas in enumerate(atlases):
+        picture = qt.QTableWidgetItem("")
+        picture.setIcon(qt.QIcon(atlas.get("thumbnail", "")))
+        table.setItem(row, 0, picture)
+        shape = "x".join(str(n) for n in atlas["shape"])
+        for column, text in ((1, atlas["name"]), (2, atlas["modality"]), (3, str(atlas["labels"]))):
+            item = qt.QTableWidgetItem(text)
+            item.setToolTip(f"{atlas['name']}: {atlas['modality']}, {shape} voxels of "
+                            f"{' x '.join(str(s) for s in atlas['spacing_mm'])} mm, {atlas['labels']} labels")
+            table.setItem(row, column, item)
+    table.setIconSize(qt.QSize(48, 48))
+    table.resizeColumnsToContents()
 
 
 def storeRanking(widget, ranking) -> None:

@@ -253,3 +253,22 @@ def test_local_search_undoes_a_one_voxel_misregistration():
         assert np.abs(searched[a][inner] - target[inner]).mean() < 0.01
     same, untouched = local_search(target, warped, moved, radius=0)
     assert same is warped and untouched is moved
+
+
+def test_atlas_show_lists_modality_labels_and_thumbnails(small_brain, tmp_path):
+    folder = tmp_path / "malf-like"
+    folder.mkdir()
+    for name in ("s1", "s2"):
+        save_image(small_brain, folder / f"{name}_t1.nii.gz")
+        save_image(brain_labels(small_brain), folder / f"{name}_labels.nii.gz")
+    save_image(small_brain, folder / "s3_t1.nii.gz")  # no labels: reported
+    out = tmp_path / "out"
+    assert cli.main(["atlas", "show", "--library", str(folder), "--out", str(out), "--progress", "none"]) == 0
+    info = json.loads((out / "library.json").read_text())
+    assert [a["name"] for a in info["atlases"]] == ["s1", "s2"]
+    assert info["atlases"][0]["modality"] == "MR (T1)" and info["atlases"][0]["labels"] == 2
+    assert any("s3_t1" in line for line in info["skipped"])
+    from PIL import Image as PILImage
+
+    with PILImage.open(info["atlases"][0]["thumbnail"]) as picture:
+        assert max(picture.size) == 96 and picture.getextrema()[1] > 0

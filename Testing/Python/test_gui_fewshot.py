@@ -242,6 +242,16 @@ def test_atlas_selection_ranks_and_fuses_a_library(fs, tmp_path, monkeypatch):
     ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("affine"))
     assert ui.rankButton.enabled and ui.propagateButton.enabled, ui.propagateButton.toolTip
 
+    assert ui.showAtlasesButton.enabled and ui.libraryTableWidget.rowCount == 0
+    ui.showAtlasesButton.click()  # the library's contents, read in a child process
+    assert fs._job is not None and fs._job.request.kind == "library"
+    assert processEventsUntil(lambda: fs._job is None, 120)
+    assert ui.libraryTableWidget.rowCount == 3, ui.statusLabel.text
+    names = sorted(ui.libraryTableWidget.item(r, 1).text() for r in range(3))
+    assert any(n.startswith("same") for n in names) and "holds 3 atlases" in ui.statusLabel.text
+    assert ui.libraryTableWidget.item(0, 2).text().startswith("MR")
+    assert not ui.libraryTableWidget.item(0, 0).icon().isNull()  # the thumbnail
+
     ui.rankButton.click()
     assert fs._job is not None and fs._job.request.kind == "ranking"
     assert processEventsUntil(lambda: fs._job is None, 120)
@@ -269,7 +279,7 @@ def test_atlas_selection_ranks_and_fuses_a_library(fs, tmp_path, monkeypatch):
     assert scene.GetNumberOfNodes() > before
     ranking = json.loads(fs._parameterNode.GetParameter("Ranking"))
     assert [r["used"] for r in ranking] == [True, True, False]
-    saveScreenshot(fs.parent, "FewShotSegment-atlas-selection.png", size=(450, 1000))
+    saveScreenshot(fs.parent, "FewShotSegment-atlas-selection.png", size=(450, 1250))
     ui.removeLibraryButton.click()  # forgotten from the list; the folder stays
     assert ui.multiAtlasLibraryComboBox.count == 0 and (tmp_path / "phantoms" / "images").is_dir()
     assert not ui.propagateButton.enabled

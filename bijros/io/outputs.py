@@ -23,7 +23,7 @@ from bijros.io.images import nifti_image
 from bijros.timing import Stages, process_age
 
 OUTPUT_FILES = ("displacement.nii.gz", "affine.tfm", "warped.nii.gz", "labels.nii.gz", "labels.csv",
-                "jacobian.nii.gz", "confidence.nii.gz", "atlases.json", "qc.png", "report.json")
+                "jacobian.nii.gz", "confidence.nii.gz", "atlases.json", "library.json", "qc.png", "report.json")
 
 
 def check_out_dir(out_dir: str | os.PathLike) -> Path:
