@@ -51,6 +51,10 @@ def test_console_api_propagates_and_writes(small_brain, tmp_path):
     ("bijros.training.losses", ["registration_loss", "soft_dice_loss", "one_hot_labels"]),
     ("bijros.training.synth", ["SynthGenerator", "SynthOptions", "load_label_maps"]),
     ("bijros.atlas.library", ["list_atlases", "get_atlas", "catalog_atlases", "default_atlas", "demo_target"]),
+    ("bijros.atlas.mirror", ["with_mirrored", "lateral_pairs", "mirrored"]),
+    ("bijros.atlas.describe", ["describe_library"]),
+    ("bijros.text.match", ["match_prompt"]),
+    ("bijros.text.encoder", ["Embeddings", "encode", "load_table"]),
 ])
 def test_documented_module_paths(module, names):
     import importlib
@@ -64,7 +68,7 @@ def test_every_subcommand_is_registered():
     parser = cli.build_parser()
     choices = next(a for a in parser._actions if a.dest == "command").choices
     assert set(choices) == {"register", "propagate", "evaluate", "atlases", "atlas", "models", "demo",
-                            "train-registration", "publish-model"}
+                            "train-registration", "publish-model", "prompt-match"}
 
 
 def test_models_and_atlases_subcommands(capsys):
