@@ -193,7 +193,7 @@ def test_propagate_library_cli_on_three_hippocampus_crops(shared_data, tmp_path)
                      "--top-k", "2", "--fusion", "weighted", "--preset", "fast", "--device", "cpu",
                      "--progress", "none"])
     assert code == 0
-    assert {p.name for p in out.iterdir()} == {"labels.nii.gz", "confidence.nii.gz", "atlases.json", "report.json"}
+    assert {p.name for p in out.iterdir()} == {"labels.nii.gz", "confidence.nii.gz", "atlases.json", "qc.png", "report.json"}
     ranking = json.loads((out / "atlases.json").read_text())["ranking"]
     assert [r["rank"] for r in ranking] == [1, 2, 3] and sum(r["used"] for r in ranking) == 2
     assert ranking[0]["score"] >= ranking[1]["score"] >= ranking[2]["score"]

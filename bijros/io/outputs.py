@@ -146,12 +146,19 @@ def _qc_writer(writers: dict, result) -> None:
 
 
 def write_multi_atlas_outputs(result, out_dir: str | os.PathLike, stages: Stages | None = None) -> dict[str, Path]:
-    """Write a multi-atlas propagation: fused labels (+ table), confidence, the ranking, the report."""
+    """Write a multi-atlas propagation: fused labels (+ table), confidence, the ranking, qc.png, the report."""
     writers = {"confidence.nii.gz": lambda path: save_image(result.confidence, path)}
     _label_writers(writers, result.labels)
     writers["atlases.json"] = lambda path: write_json({"ranking": result.ranking}, path)
+    writers["qc.png"] = lambda path: _fusion_qc(result, path)
     writers["report.json"] = lambda path: write_report(result.report, path, stages)
     return write_files(writers, out_dir, stages)
+
+
+def _fusion_qc(result, path: Path) -> None:
+    from bijros.qc.picture import write_fusion_qc_png
+
+    write_fusion_qc_png(path, result.target, result.labels, result.confidence, result.report)
 
 
 def _label_writers(writers: dict, labels) -> None:

@@ -202,3 +202,58 @@ def write_qc_png(path, fixed, warped, jacobian, labels=None, report: dict | None
     layout["colorbar"] = [x0, y0, x0 + bar_w, y0 + 14]
     page.save(str(Path(path)), format="PNG", optimize=False, compress_level=3)
     return layout
+
+
+FUSION_COLUMNS = ("labels", "confidence")
+
+
+def write_fusion_qc_png(path, target, labels, confidence, report: dict | None = None) -> dict:
+    """qc.png of a multi-atlas fusion: the fused labels' contours on the target, and the confidence (the share
+    of the atlases' votes the chosen label got: dark red = low, white = all agree), axial / coronal / sagittal
+    through the centre of the target's foreground. Returns the layout."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    t, spacing = _canonical(np.asarray(target.array), target.ijk_to_ras)
+    lab = _canonical(np.asarray(labels.array), target.ijk_to_ras)[0]
+    conf = _canonical(np.asarray(confidence.array), target.ijk_to_ras)[0]
+    ts = _sample(t).astype(np.float32)
+    lo, width = _window(ts, ts > np.percentile(ts, 50) if ts.size else np.ones_like(ts, bool))
+    fg = t > lo + 0.1 * width
+    box = [np.flatnonzero(fg.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+    centre = tuple(int((b[0] + b[-1]) // 2) if b.size else n // 2 for b, n in zip(box, t.shape))
+    images, label_slices, conf_slices = _slices(t, centre), _slices(lab, centre), _slices(conf, centre)
+    aspect = _aspect(spacing)
+    table = labels.label_table
+    page = PILImage.new("RGB", (PANEL * 2, HEADER + PANEL * 3 + 24), (24, 24, 24))
+    draw = ImageDraw.Draw(page)
+    layout = {"size": list(page.size), "panels": {}}
+    for r, view in enumerate(ROWS):
+        base = np.repeat(np.clip((images[view].astype(np.float32) - lo) / width, 0, 1)[..., None], 3, -1)
+        contour = base.copy()
+        edge = _boundaries(label_slices[view])
+        values = label_slices[view][edge]
+        if values.size:
+            colours = {int(v): (table.color(int(v)) if table is not None else (1.0, 1.0, 0.0)) for v in np.unique(values)}
+            contour[edge] = np.array([colours[int(v)] for v in values])
+        c = np.clip(conf_slices[view].astype(np.float32), 0, 1)[..., None]
+        heat = np.concatenate([0.35 + 0.65 * c, c, c], -1)  # dark red (0) .. white (1)
+        heat[label_slices[view] == 0] = 0.16
+        for col, (name, tile) in enumerate((("labels", contour), ("confidence", heat))):
+            x0, y0 = col * PANEL, HEADER + r * PANEL
+            page.paste(_panel(tile, aspect[view]), (x0, y0))
+            layout["panels"][f"{view}/{name}"] = [x0, y0, x0 + PANEL, y0 + PANEL]
+            draw.rectangle((x0, y0, x0 + 150, y0 + 20), fill=(24, 24, 24))
+            draw.text((x0 + 6, y0 + 4), f"{view} {name}", fill=(255, 255, 120), font=_font(13))
+    rep = report or {}
+    used = rep.get("top_k", "")
+    draw.text((8, 4), f"bijros multi-atlas  {target.name}  {rep.get('fusion', '')}, {used} atlases".strip(),
+              fill=(255, 255, 255), font=_font(15))
+    inside = np.asarray(labels.array) > 0
+    if inside.any():
+        mean_conf = float(np.asarray(confidence.array)[inside].mean())
+        draw.text((8, 24), f"mean confidence inside the labels {mean_conf:.3f}", fill=(255, 220, 150), font=_font(14))
+    draw.text((8, HEADER + 3 * PANEL + 4), "contours: fused labels   confidence: dark red = atlases disagree, "
+              "white = all agree", fill=(200, 200, 200), font=_font(12))
+    page.save(str(Path(path)), format="PNG", optimize=False, compress_level=3)
+    return layout
