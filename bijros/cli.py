@@ -436,9 +436,7 @@ def cmd_rank(args) -> int:
     from bijros.atlas.multi import merged_label_table
 
     library_size = len(atlases)
-    note = None
-    if library_size > 1:
-        atlases, note = with_mirrored(atlases, merged_label_table(atlases), args.mirror)
+    atlases, note = with_mirrored(atlases, merged_label_table(atlases), args.mirror)
     options = dataclasses.replace(RegistrationOptions(device=args.device), affine_metric=args.affine_metric)
     progress, close = _progress(args.progress, {"rank": 1.0})
     t0 = time.perf_counter()

@@ -13,18 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
-from bijros.atlas.folders import IMAGE_ROLES, FolderAtlas
+from bijros.atlas.folders import FolderAtlas
+from bijros.atlas.multi import looks_like_ct
 from bijros.errors import InputError
 
 ROLE_MODALITY = {"t1": "MR (T1)", "t2": "MR (T2)", "flair": "MR (FLAIR)", "ct": "CT", "mr": "MR"}
 
 
 def modality(entry: FolderAtlas, image) -> str:
-    match = re.search(rf"_({'|'.join(IMAGE_ROLES)})(\.[a-z.]+)$", entry.image_path.name, re.IGNORECASE)
-    role = match.group(1).lower() if match else None
-    if role in ROLE_MODALITY:
-        return ROLE_MODALITY[role]
-    return "CT (from intensities)" if float(np.percentile(image.array, 1)) < -500 else "MR (from intensities)"
+    if entry.role in ROLE_MODALITY:
+        return ROLE_MODALITY[entry.role]
+    return "CT (from intensities)" if looks_like_ct(image) else "MR (from intensities)"
 
 
 def thumbnail(image, path: Path, size: int = 96) -> Path:

@@ -43,6 +43,7 @@ class FolderAtlas:
     image_path: Path
     labels_path: Path
     table_path: Optional[Path] = None  # noqa: UP045 (evaluated at run time on Python 3.9)
+    role: Optional[str] = None  # noqa: UP045 the image's role in its file name (t1, ct, ...), lower case
 
 
 @dataclasses.dataclass
@@ -102,7 +103,7 @@ def discover_atlases(folder: str | os.PathLike) -> FolderLibrary:
                 continue
             atlas_id = match.group("id")
             if atlas_id in label_ids:
-                atlases.append(FolderAtlas(atlas_id, path, label_ids[atlas_id], table))
+                atlases.append(FolderAtlas(atlas_id, path, label_ids[atlas_id], table, match.group("role").lower()))
                 used.add(atlas_id)
             else:
                 skipped.append(f"{path.name}: no {atlas_id}_labels.* beside it")

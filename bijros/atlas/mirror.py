@@ -8,7 +8,7 @@ with left and right forms (``bijros/data/laterality.json``), every left label wi
 
 ``mode``: ``auto`` mirrors when the atlases' label table pairs left and right labels (and says why not
 otherwise), ``on`` insists (an error when the table has left or right labels without a partner), ``off``
-never mirrors.
+never mirrors. A library of one atlas is never mirrored: it falls back to single-atlas propagation.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def with_mirrored(atlases: list, table: LabelTable | None, mode: str = "auto") -
     """(the atlases plus their mirrors when ``mode`` says so, a note saying what was done or why not)."""
     if mode not in MIRROR_MODES:
         raise InputError(f"Unknown --mirror '{mode}'. Choose one of: {', '.join(MIRROR_MODES)}.")
-    if mode == "off" or not atlases:
+    if mode == "off" or len(atlases) < 2:
         return atlases, None
     swap, unpaired = lateral_pairs(table)
     if unpaired:

@@ -125,7 +125,8 @@ def merged_label_table(atlases: list[LoadedAtlas]) -> LabelTable | None:
     return merged if len(merged) else None
 
 
-def _looks_like_ct(image: Image) -> bool:
+def looks_like_ct(image: Image) -> bool:
+    """Hounsfield units: air near -1000 (the 1st percentile below -500)."""
     return float(np.percentile(image.array, 1)) < -500
 
 
@@ -174,13 +175,12 @@ def propagate_library(target: Image, atlases: list[LoadedAtlas], options: MultiA
     registration = opts.registration or RegistrationOptions()
     table = merged_label_table(atlases)
     library_size = len(atlases)
-    if library_size > 1:
-        atlases, note = with_mirrored(atlases, table, opts.mirror)
-        if note:
-            notes.append(note)
+    atlases, note = with_mirrored(atlases, table, opts.mirror)
+    if note:
+        notes.append(note)
     mirrored = len(atlases) > library_size
     k = opts.validate(len(atlases))
-    if _looks_like_ct(target) != any(_looks_like_ct(a.image) for a in atlases) and registration.affine_metric != "mi":
+    if looks_like_ct(target) != any(looks_like_ct(a.image) for a in atlases) and registration.affine_metric != "mi":
         notes.append("The target and the atlases look like different modalities (CT values in only one of them): "
                      "mutual information is used for the affine stage.")
         registration = dataclasses.replace(registration, affine_metric="mi")

@@ -92,6 +92,24 @@ def _boundaries(labels2d: np.ndarray) -> np.ndarray:
     return edge & (labels2d != 0)
 
 
+def _foreground_centre(volume: np.ndarray, lo: float, width: float) -> tuple[int, int, int]:
+    """Voxel index of the centre of the box around the voxels brighter than 10 % of the display window."""
+    fg = volume > lo + 0.1 * width
+    box = [np.flatnonzero(fg.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+    return tuple(int((b[0] + b[-1]) // 2) if b.size else n // 2 for b, n in zip(box, volume.shape))
+
+
+def _contours(base: np.ndarray, labels2d: np.ndarray, table) -> np.ndarray:
+    """``base`` (H, W, 3) with the boundaries of ``labels2d`` drawn in the label table's colours (yellow without one)."""
+    contour = base.copy()
+    edge = _boundaries(labels2d)
+    values = labels2d[edge]
+    if values.size:
+        colours = {int(v): (table.color(int(v)) if table is not None else (1.0, 1.0, 0.0)) for v in np.unique(values)}
+        contour[edge] = np.array([colours[int(v)] for v in values])
+    return contour
+
+
 def _jacobian_rgb(jac: np.ndarray) -> np.ndarray:
     t = np.clip(np.log2(np.clip(jac, 1e-6, None)) / LOG2_RANGE, -1, 1)[..., None]
     white, blue, red = np.array([1.0, 1, 1]), np.array([0.13, 0.35, 0.85]), np.array([0.85, 0.15, 0.12])
@@ -134,9 +152,7 @@ def write_qc_png(path, fixed, warped, jacobian, labels=None, report: dict | None
     fs_, ws_ = _sample(f).astype(np.float32), _sample(w).astype(np.float32)
     inside = fs_ > np.percentile(fs_, 50) if fs_.size else np.ones_like(fs_, bool)
     (f_lo, f_w), (w_lo, w_w) = _window(fs_, inside), _window(ws_, inside)
-    fg = f > f_lo + 0.1 * f_w
-    box = [np.flatnonzero(fg.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
-    centre = tuple(int((b[0] + b[-1]) // 2) if b.size else n // 2 for b, n in zip(box, f.shape))
+    centre = _foreground_centre(f, f_lo, f_w)
 
     def scaled(slices: dict, lo: float, width: float) -> dict:
         return {k: np.clip((v.astype(np.float32) - lo) / width, 0, 1) for k, v in slices.items()}
@@ -160,12 +176,7 @@ def write_qc_png(path, fixed, warped, jacobian, labels=None, report: dict | None
         overlay = np.repeat(np.where(checker, ws, fs)[..., None], 3, -1)
         base = np.repeat(fs[..., None], 3, -1)
         if lab is not None:
-            ls = views["l"][view]
-            contour = base.copy()
-            edge = _boundaries(ls)
-            values = ls[edge]
-            colours = {int(v): (table.color(int(v)) if table is not None else (1.0, 1.0, 0.0)) for v in np.unique(values)}
-            contour[edge] = np.array([colours[int(v)] for v in values]) if values.size else contour[edge]
+            contour = _contours(base, views["l"][view], table)
         else:
             gy, gx = np.gradient(ws)
             mag = np.hypot(gy, gx)
@@ -219,9 +230,7 @@ def write_fusion_qc_png(path, target, labels, confidence, report: dict | None = 
     conf = _canonical(np.asarray(confidence.array), target.ijk_to_ras)[0]
     ts = _sample(t).astype(np.float32)
     lo, width = _window(ts, ts > np.percentile(ts, 50) if ts.size else np.ones_like(ts, bool))
-    fg = t > lo + 0.1 * width
-    box = [np.flatnonzero(fg.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
-    centre = tuple(int((b[0] + b[-1]) // 2) if b.size else n // 2 for b, n in zip(box, t.shape))
+    centre = _foreground_centre(t, lo, width)
     images, label_slices, conf_slices = _slices(t, centre), _slices(lab, centre), _slices(conf, centre)
     aspect = _aspect(spacing)
     table = labels.label_table
@@ -230,16 +239,11 @@ def write_fusion_qc_png(path, target, labels, confidence, report: dict | None = 
     layout = {"size": list(page.size), "panels": {}}
     for r, view in enumerate(ROWS):
         base = np.repeat(np.clip((images[view].astype(np.float32) - lo) / width, 0, 1)[..., None], 3, -1)
-        contour = base.copy()
-        edge = _boundaries(label_slices[view])
-        values = label_slices[view][edge]
-        if values.size:
-            colours = {int(v): (table.color(int(v)) if table is not None else (1.0, 1.0, 0.0)) for v in np.unique(values)}
-            contour[edge] = np.array([colours[int(v)] for v in values])
+        contour = _contours(base, label_slices[view], table)
         c = np.clip(conf_slices[view].astype(np.float32), 0, 1)[..., None]
         heat = np.concatenate([0.35 + 0.65 * c, c, c], -1)  # dark red (0) .. white (1)
         heat[label_slices[view] == 0] = 0.16
-        for col, (name, tile) in enumerate((("labels", contour), ("confidence", heat))):
+        for col, (name, tile) in enumerate(zip(FUSION_COLUMNS, (contour, heat))):
             x0, y0 = col * PANEL, HEADER + r * PANEL
             page.paste(_panel(tile, aspect[view]), (x0, y0))
             layout["panels"][f"{view}/{name}"] = [x0, y0, x0 + PANEL, y0 + PANEL]

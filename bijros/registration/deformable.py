@@ -96,7 +96,7 @@ def log_field(displacement: torch.Tensor, steps: int, iterations: int = 8) -> to
     return velocity
 
 
-def _features(image: torch.Tensor, kind: str, window: int = 13) -> torch.Tensor:
+def _features(image: torch.Tensor, kind: str, window: int) -> torch.Tensor:
     """(1, 1, D, H, W) intensities -> (1, C, D, H, W) features for an SSD similarity.
 
     ``lcn``: local contrast normalisation over ``window``^3 voxels (robust to bias fields and contrast).

