@@ -51,6 +51,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="mask on the fixed image (register) or the target (propagate): non-zero voxels are the region "
                         "the similarity counts; any grid (resampled through world coordinates)")
     p.add_argument("--labels-table", default=None, help="label table (CSV, JSON or Slicer .ctbl) for the labels")
+    p.add_argument("--prompt", default=None,
+                   help='text naming structures of the moving/atlas labels to align better, e.g. "hippocampus and '
+                        'amygdala" (see prompt-match): they get a second, local registration pass')
+    p.add_argument("--prompts", default=None,
+                   help="--method text/text+io: a file of label value -> words for that structure (CSV 'value,prompt' "
+                        "or JSON {value: prompt}); the text filters are made from these words instead of the names")
     p.add_argument("--no-qc", action="store_true",
                    help="do not draw qc.png (slices of the result: checkerboard, label contours, Jacobian)")
     p.add_argument("--progress", default="bar", choices=["bar", "json", "none"],
@@ -171,6 +177,8 @@ def _options(args):
         reg_weight=getattr(args, "reg_weight", None),
         resample_labels=getattr(args, "resample_labels", False),
         affine_metric=getattr(args, "affine_metric", None),
+        prompt=getattr(args, "prompt", None),
+        prompts_file=getattr(args, "prompts", None),
     )
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 # share of the whole run that each stage takes (measured on CPU; good enough for a bar)
-STAGE_WEIGHTS = {"load": 0.05, "affine": 0.2, "learned": 0.05, "deformable": 0.5, "warp": 0.15, "write": 0.05}
+STAGE_WEIGHTS = {"load": 0.05, "affine": 0.2, "learned": 0.05, "deformable": 0.5, "prompt": 0.2, "warp": 0.15, "write": 0.05}
 
 
 class Progress:

@@ -127,7 +127,7 @@ def run_bijros(pair: Pair, variant: str, device: str) -> MethodOutput:
         from bijros.device import resolve_device
         from bijros.registration.learned import get_model
 
-        get_model(options.model, resolve_device(device))
+        get_model(options.model_name(), resolve_device(device))
     with Timer() as t:
         result = register(fixed=pair.target, moving=pair.atlas, moving_labels=pair.atlas_lab, options=options)
     report = result.report

@@ -62,12 +62,14 @@ def _to_model_grid(volume: torch.Tensor, grid: Grid, spacing_mm: float) -> tuple
 
 
 def learned_register(fixed: torch.Tensor, moving: torch.Tensor, grid: Grid, model: nn.Module,
-                     input_spacing_mm: float, progress=None) -> tuple[torch.Tensor, Grid]:
+                     input_spacing_mm: float, progress=None, regions: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, Grid]:
     """One forward pass: displacement (1, 3, X, Y, Z) in RAS mm on the model's grid, and that grid.
 
     ``fixed`` and ``moving`` are (1, I, J, K) normalised intensities on the same axis-aligned RAS
     ``grid`` (the moving one already affinely pre-aligned). They are average-pooled to the model's
-    input spacing and min-max scaled to [0, 1], as in training; the model's voxel displacement
+    input spacing and min-max scaled to [0, 1], as in training; ``regions`` (1, X, Y, Z) int64 on the model
+    grid is the region map of a region-aware model (:mod:`bijros.registration.text`). The model's voxel displacement
     (components i, j, k, resampling convention) is turned into millimetres along the grid's axes.
     """
     if progress:
@@ -76,7 +78,12 @@ def learned_register(fixed: torch.Tensor, moving: torch.Tensor, grid: Grid, mode
     m_small, _ = _to_model_grid(moving, grid, input_spacing_mm)
     device = fixed.device
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        disp_vox = model(_unit_range(f_small)[None], _unit_range(m_small)[None]).float()
+        inputs = (_unit_range(f_small)[None], _unit_range(m_small)[None])
+        if regions is not None:
+            if tuple(regions.shape[1:]) != tuple(f_small.shape[1:]):
+                raise ValueError(f"region map {tuple(regions.shape)} is not on the model grid {tuple(f_small.shape)}")
+            inputs = (*inputs, regions[None])
+        disp_vox = model(*inputs).float()
     axes = torch.as_tensor(np.asarray(m_grid.ijk_to_ras)[:3, :3], dtype=torch.float32, device=device)
     disp_mm = torch.einsum("rc,bc...->br...", axes, disp_vox)
     if progress:

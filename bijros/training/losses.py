@@ -28,7 +28,14 @@ def registration_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], we
     from bijros.models.spatial import warp
     from bijros.registration.similarity import diffusion_penalty, lncc_loss
 
-    disp = model(batch["fixed"], batch["moving"]).float()
+    if getattr(model, "uses_regions", False):  # the TextSCF head: the fixed image's region map too
+        if "fixed_regions" not in batch:
+            from bijros.errors import InputError
+
+            raise InputError('this model needs region maps: set "regions": "aseg" in the config\'s synth options')
+        disp = model(batch["fixed"], batch["moving"], batch["fixed_regions"]).float()
+    else:
+        disp = model(batch["fixed"], batch["moving"]).float()
     moving_oh = one_hot_labels(batch["moving_labels"], num_classes)
     fixed_oh = one_hot_labels(batch["fixed_labels"], num_classes)
     terms = {"dice": soft_dice_loss(warp(moving_oh, disp), fixed_oh), "smooth": diffusion_penalty(disp)}

