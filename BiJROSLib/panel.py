@@ -86,6 +86,9 @@ class JobPanelMixin:
         bindings.updateParameters(self.ui, self._parameterNode, self.allBindings())
 
     def cleanup(self):
+        for section in self.sections:
+            if hasattr(section, "cleanup"):
+                section.cleanup(self)
         self.pollTimer.stop()
         if self._job is not None and self._job.running:
             self._job.cancel()

@@ -7,7 +7,8 @@ import shutil
 from .engine_logic import EngineLogic, nonTransformedReason
 from .jobs import JobRequest, RegistrationJob
 from .masks import maskProblem
-from .options import engineArguments, engineMethod
+from .options import engineArguments, engineMethod, methodInfo
+from .prompts import writeSegmentPrompts
 from .results import segmentTerminology
 from .segmentations import segmentationProblem
 from .volumes import checkScalarVolume, segmentationToLabelImage, volumeNodeToImage
@@ -35,6 +36,7 @@ class RegistrationLogic(EngineLogic):
         createJacobian: bool = False, device: str = "auto", preset: str | None = None,
         spacing: float | None = None, iterations=None, regWeight: float | None = None,
         diffeomorphic: bool = False, affineMetric: str | None = None, fixedMask=None,
+        prompt: str | None = None, segmentPrompts: dict | None = None,
     ) -> RegistrationJob:
         """Start registering ``movingVolume`` to ``fixedVolume`` in a child process (returns at once).
 
@@ -47,6 +49,9 @@ class RegistrationLogic(EngineLogic):
         ``affineMetric``: None (the preset's: NCC), "ncc" or "mi" (mutual information, for pairs of different
         contrast such as CT and MR). ``fixedMask``: a segmentation or labelmap volume on the fixed volume; the
         similarity then counts only the masked region.
+        ``prompt``: words naming segments of ``movingSegmentation`` ("hippocampus and amygdala"); they get a second,
+        local registration pass. ``segmentPrompts``: {segment name: words} for the text-filter methods ("text",
+        "text+io"), which make each segment's filters from its words (default: its name).
         Raises ``ValueError`` for bad input, ``RuntimeError`` for missing dependencies.
 
         Example: ``job = logic.startRegistration(fixedNode, movingNode, method="affine", preset="fast")``
@@ -57,6 +62,15 @@ class RegistrationLogic(EngineLogic):
         if outputTransform is not None and not outputTransform.IsA("vtkMRMLTransformNode"):
             raise ValueError(f"The output transform '{outputTransform.GetName()}' is not a transform node.")
         options = engineArguments(method, device, preset, spacing, iterations, regWeight, diffeomorphic, affineMetric)
+        textMethod = bool(methodInfo(method).get("uses_text"))
+        if (prompt or textMethod) and movingSegmentation is None:
+            raise ValueError("Text prompts name segments of the moving segmentation: select one."
+                             if prompt else f"Method '{method}' makes its filters from the moving segmentation's "
+                             "segment names: select a moving segmentation.")
+        if prompt is not None and not str(prompt).strip():
+            prompt = None
+        if prompt:
+            options += ["--prompt", str(prompt).strip()]
         reason = maskProblem(fixedMask, "fixed")
         if reason:
             raise ValueError(reason)
@@ -64,6 +78,7 @@ class RegistrationLogic(EngineLogic):
         from bijros.io import save_image, write_label_table
 
         withLabels = movingSegmentation is not None and createSegmentation
+        sendLabels = movingSegmentation is not None and (createSegmentation or bool(prompt) or textMethod)
         request = JobRequest(
             kind="registration", fixedVolume=fixedVolume, movingVolume=movingVolume,
             movingSegmentation=movingSegmentation if withLabels else None, outputTransform=outputTransform,
@@ -78,13 +93,16 @@ class RegistrationLogic(EngineLogic):
             save_image(volumeNodeToImage(movingVolume, role="moving volume"), workdir / "moving.nii")
             args = ["register", "--fixed", "fixed.nii", "--moving", "moving.nii", *options]
             args += self._maskAndWarning(request, workdir, fixedMask, fixedVolume, movingVolume, method, affineMetric)
-            if withLabels:
+            if sendLabels:
                 labels = segmentationToLabelImage(movingSegmentation, movingVolume, self.scene)
                 save_image(labels, workdir / "moving_labels.nii")
                 write_label_table(labels.label_table, workdir / "moving_labels.csv")
                 request.labelTable = labels.label_table
                 request.terminology = segmentTerminology(movingSegmentation)
                 args += ["--moving-labels", "moving_labels.nii", "--labels-table", "moving_labels.csv"]
+                if textMethod and segmentPrompts and writeSegmentPrompts(labels.label_table, segmentPrompts,
+                                                                         workdir / "prompts.csv"):
+                    args += ["--prompts", "prompts.csv"]
             return self._launch(args, workdir, request)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)

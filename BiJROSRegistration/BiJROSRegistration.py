@@ -5,12 +5,15 @@ MRML bridge, the child-process runner and the console API in ``BiJROSLib``. The 
 (``bijros``) is imported only when a run starts, so the module loads before its packages are installed.
 """
 
+import json
+
 import qt
 import slicer
 from BiJROSRegistrationPanel import run
 from BiJROSRegistrationPanel.advanced import AdvancedSection
 from BiJROSRegistrationPanel.inputs import InputsSection
 from BiJROSRegistrationPanel.outputs import OutputsSection
+from BiJROSRegistrationPanel.prompts import PromptsSection
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -24,7 +27,7 @@ from BiJROSLib.logic import RegistrationLogic
 from BiJROSLib.panel import JobPanelMixin
 
 README_URL = "https://github.com/bijros/SlicerBiJROS#readme"
-SECTIONS = (InputsSection, OutputsSection, AdvancedSection)
+SECTIONS = (InputsSection, PromptsSection, OutputsSection, AdvancedSection)
 
 
 class BiJROSRegistration(ScriptedLoadableModule):
@@ -41,8 +44,9 @@ Registers a moving volume to a fixed volume: affine, then training-free instance
 learned model (Accurate = learned + instance optimisation, Fast = learned only), optionally only inside a
 mask of the fixed volume, and carries a segmentation of the moving volume onto the fixed volume.
 Outputs: a transform (resampling convention), the warped volume, the propagated segmentation and a
-Jacobian map for quality control. The engine runs in the background: Slicer stays responsive and Cancel
-stops it. Text-prompt registration (TextSCF) is not in this version yet.
+Jacobian map for quality control. Text prompts: words naming segments of the moving segmentation get a
+second, local pass; the "Text-steered" methods make each segment's deformation filters from its name or your
+words (TextSCF). The engine runs in the background: Slicer stays responsive and Cancel stops it.
 See the <a href="{README_URL}">BiJROS documentation</a> for the console API and examples.
 """
         self.parent.acknowledgementText = ACKNOWLEDGEMENT
@@ -124,6 +128,8 @@ class BiJROSRegistrationLogic(ScriptedLoadableModuleLogic, RegistrationLogic):
             "spacing": v["Spacing"], "iterations": v["Iterations"], "regWeight": v["RegWeight"],
             "diffeomorphic": v["Diffeomorphic"], "createWarpedVolume": v["CreateWarpedVolume"],
             "createSegmentation": v["CreateSegmentation"], "createJacobian": v["CreateJacobian"],
+            "prompt": (v["Prompt"] or "").strip() or None,
+            "segmentPrompts": json.loads(parameterNode.GetParameter("SegmentPrompts") or "{}"),
         }
 
     def inputProblem(self, parameterNode):

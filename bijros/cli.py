@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--labels-table", required=True, help="label table (.csv, .json, .ctbl, or a FreeSurfer-style LUT)")
     pm.add_argument("--prompt", required=True, help='e.g. "left hippocampus and amygdala", "the ventricles"')
     pm.add_argument("--labels", default=None, help="a label map: match only the label values it holds")
+    pm.add_argument("--progress", default="none", choices=["none", "json"],
+                    help='json: print the match as one line {"stage": "result", "match": {...}} (for the Slicer panel)')
 
     sub.add_parser("atlases", help="list the built-in atlas library")
     atl = sub.add_parser("atlas", help="atlas libraries: add a folder of image/label pairs, list, remove")
@@ -288,7 +290,11 @@ def cmd_prompt_match(args) -> int:
         if not entries:
             raise BijrosError(f"No value of --labels {args.labels} is named in --labels-table {args.labels_table}.")
     result = match_prompt(args.prompt, entries)
-    print(json.dumps({"prompt": result["prompt"], "labels": result["labels"], "phrases": result["phrases"]}, indent=1))
+    match = {"prompt": result["prompt"], "labels": result["labels"], "phrases": result["phrases"]}
+    if args.progress == "json":
+        print(json.dumps({"stage": "result", "fraction": 1.0, "message": "matched", "match": match}))
+    else:
+        print(json.dumps(match, indent=1))
     return 0
 
 

@@ -6,6 +6,7 @@ Screenshots go to $BIJROS_SCREENSHOT_DIR (default: a temporary folder).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -362,3 +363,51 @@ def test_fixed_mask_reaches_the_engine(reg):
     assert "--fixed-mask" in job.runner.command
     nodes = reg.logic._blocking(job)
     assert nodes["report"]["fixed_mask"]["working_voxels_inside"] > 27
+
+
+def test_text_prompts_section_matches_as_you_type_and_reaches_the_engine(reg):
+    """The prompt's segments are listed after a pause in typing (a child-process match); the prompt and the
+    per-segment words reach the engine; the section's screenshot."""
+    from PySide6.QtTest import QTest
+
+    ui = reg.ui
+    fixed, moving, segmentation = synthetic(reg)
+    for i, name in enumerate(("Left Hippocampus", "Left Amygdala")):
+        segmentation.GetSegmentation().GetNthSegment(i).SetName(name)
+    ui.fixedVolumeSelector.setCurrentNode(fixed)
+    ui.movingVolumeSelector.setCurrentNode(moving)
+    ui.movingSegmentationSelector.setCurrentNode(segmentation)
+    ui.promptsCollapsibleButton.collapsed = False
+    QTest.keyClicks(ui.promptLineEdit, "the hippocampi")
+    assert processEventsUntil(lambda: ui.promptMatchLabel.text.startswith("Names:"), 60), ui.promptMatchLabel.text
+    assert "Left Hippocampus" in ui.promptMatchLabel.text and "Amygdala" not in ui.promptMatchLabel.text
+    assert reg._parameterNode.GetParameter("Prompt") == "the hippocampi"
+    ui.promptLineEdit.clear()
+    QTest.keyClicks(ui.promptLineEdit, "kidney")
+    assert processEventsUntil(lambda: "matches no label" in ui.promptMatchLabel.text, 60), ui.promptMatchLabel.text
+    ui.promptLineEdit.clear()
+    QTest.keyClicks(ui.promptLineEdit, "amygdala")
+    assert processEventsUntil(lambda: ui.promptMatchLabel.text.startswith("Names: Left Amygdala"), 60)
+
+    assert not ui.segmentPromptsTable.enabled and "Text-steered" in ui.textMethodLabel.text
+    ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("text"))
+    assert ui.segmentPromptsTable.enabled and ui.segmentPromptsTable.rowCount == 2
+    assert ui.segmentPromptsTable.item(0, 0).text() == "Left Hippocampus"
+    ui.segmentPromptsTable.item(0, 1).setText("hippocampal formation")
+    assert json.loads(reg._parameterNode.GetParameter("SegmentPrompts")) == {"Left Hippocampus": "hippocampal formation"}
+    ui.deviceComboBox.setCurrentIndex(ui.deviceComboBox.findData("cpu"))
+    path = saveScreenshot(reg.parent, "BiJROSRegistration-text-prompts.png")
+    assert os.path.getsize(path) > 10000
+
+    args = reg.logic.runArguments(reg._parameterNode)
+    assert args["prompt"] == "amygdala" and args["segmentPrompts"] == {"Left Hippocampus": "hippocampal formation"}
+    job = reg.logic.startRegistration(**args)
+    command = job.runner.command
+    assert command[command.index("--prompt") + 1] == "amygdala" and "--prompts" in command
+    nodes = reg.logic._blocking(job)
+    report = nodes["report"]
+    assert [lab["name"] for lab in report["prompt"]["labels"]] == ["Left Amygdala"]
+    assert report["method"] == "text" and report["text"]["prompts"] == {"1": "hippocampal formation"}
+    with pytest.raises(ValueError, match="select a moving segmentation"):
+        reg.logic.startRegistration(fixed, moving, method="text")
+    ui.promptsCollapsibleButton.collapsed = True
