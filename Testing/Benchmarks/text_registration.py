@@ -34,15 +34,18 @@ PROMPTS = ["hippocampus and amygdala", "thalamus", "caudate and putamen", "the l
            "left hippocampus"]
 EXCLUDE = (0, 15, 65, 66, 74, 126, 127)  # background and six rare labels (as malf_propagation.py)
 # (b): row name -> RegistrationOptions keywords; models by catalog name or model.json path
-HEAD_ROWS = {
-    "io (our best single-atlas method)": {"method": "io"},
-    "learned (shipped eoir-synth-2mm)": {"method": "learned"},
-    "no head (backbone +1000 steps)": {"method": "learned", "model": "runs/eoir_ft_2mm/model.json"},
-    "learnable table (+1000 steps)": {"method": "text", "model": "runs/textscf_learned_2mm/model.json"},
-    "text (TextSCF head, +1000 steps)": {"method": "text"},
-    "no head + io": {"method": "learned+io", "model": "runs/eoir_ft_2mm/model.json"},
-    "learnable table + io": {"method": "text+io", "model": "runs/textscf_learned_2mm/model.json"},
-    "text + io": {"method": "text+io"},
+HEAD_ROWS = {  # title -> (what it is, RegistrationOptions keywords)
+    "bijros:io": ("io, our best single-atlas method (no model)", {"method": "io"}),
+    "bijros:learned": ("learned: the shipped eoir-synth-2mm", {"method": "learned"}),
+    "no-head:learned": ("no head: the backbone trained the same +1000 steps", {
+        "method": "learned", "model": "runs/eoir_ft_2mm/model.json"}),
+    "learnable:text": ("learnable region table instead of text, +1000 steps", {
+        "method": "text", "model": "runs/textscf_learned_2mm/model.json"}),
+    "bijros:text": ("text: the TextSCF head, +1000 steps", {"method": "text"}),
+    "no-head:learned+io": ("no head, then io", {"method": "learned+io", "model": "runs/eoir_ft_2mm/model.json"}),
+    "learnable:text+io": ("learnable table, then io", {
+        "method": "text+io", "model": "runs/textscf_learned_2mm/model.json"}),
+    "bijros:text+io": ("text, then io", {"method": "text+io"}),
 }
 
 
@@ -103,7 +106,7 @@ def main(argv=None) -> int:
                 print(f"{target_id} '{prompt}': named {r['named_unprompted']:.4f} -> {r['named_prompted']:.4f}, "
                       f"whole {r['mean_unprompted']:.4f} -> {r['mean_prompted']:.4f}, {seconds:.0f} s", flush=True)
         if "b" in args.part:
-            for name, kw in HEAD_ROWS.items():
+            for name, (_what, kw) in HEAD_ROWS.items():
                 if kw.get("model") and not (REPO / kw["model"]).exists():
                     continue
                 opts = RegistrationOptions(**{**kw, "model": str(REPO / kw["model"]) if kw.get("model") else None})
@@ -115,10 +118,30 @@ def main(argv=None) -> int:
                                          "folding": res.report["qc"]["folding_fraction"]}
                 print(f"{target_id} {name}: {record['heads'][name]['mean']:.4f}, {seconds:.1f} s", flush=True)
         records.append(record)
-        json_path.write_text(json.dumps(records, indent=1))
+        json_path.write_text(json.dumps({"environment": environment(args.threads), "summary": summary(records),
+                                         "records": records}, indent=1))
         args.out.write_text(markdown(records))
     print(markdown(records))
     return 0
+
+
+def environment(threads: int) -> dict:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_report
+
+    return bench_report.environment(threads, "cpu")
+
+
+def summary(records: list[dict]) -> list[dict]:
+    """(b) rows in the form publish-model stores with a model (bijros.models.library.benchmark_figures)."""
+    rows = []
+    for name in (records[0]["heads"] if records else []):
+        values = [r["heads"][name] for r in records if name in r["heads"]]
+        rows.append({"title": name, "pairs": len(values), "mean_dice": float(np.mean([v["mean"] for v in values])),
+                     "sd_dice": float(np.std([v["mean"] for v in values])), "mean_hd95_mm": None,
+                     "folding_pct": float(100 * np.mean([v["folding"] for v in values])),
+                     "median_s": float(np.median([v["seconds"] for v in values])), "median_cpu_s": None})
+    return rows
 
 
 def markdown(records: list[dict]) -> str:
@@ -142,9 +165,10 @@ def markdown(records: list[dict]) -> str:
                   "| row | mean Dice | sd over targets | folding % mean / max | median s |", "|---|---|---|---|---|"]
         for name in records[0]["heads"]:
             rows = [r["heads"][name] for r in records if name in r["heads"]]
+            what = HEAD_ROWS[name][0]
             m = [x["mean"] for x in rows]
             f = [100 * x["folding"] for x in rows]
-            lines.append(f"| {name} | {np.mean(m):.4f} | {np.std(m):.4f} | {np.mean(f):.3f} / {max(f):.3f} | "
+            lines.append(f"| {what} (`{name}`) | {np.mean(m):.4f} | {np.std(m):.4f} | {np.mean(f):.3f} / {max(f):.3f} | "
                          f"{np.median([x['seconds'] for x in rows]):.1f} |")
         lines.append("")
     lines.append("Dice over the 132 MALF labels scored in malf_propagation.py (background and six rare labels left "

@@ -55,6 +55,10 @@ def test_console_api_propagates_and_writes(small_brain, tmp_path):
     ("bijros.atlas.describe", ["describe_library"]),
     ("bijros.text.match", ["match_prompt"]),
     ("bijros.text.encoder", ["Embeddings", "encode", "load_table"]),
+    ("bijros.text.regions", ["region_table", "region_text", "background_row"]),
+    ("bijros.models.textscf", ["TextSCF"]),
+    ("bijros.registration.text", ["text_register", "region_rows", "read_region_prompts"]),
+    ("bijros.registration.prompted", ["PromptOptions", "prompt_values", "refine"]),
 ])
 def test_documented_module_paths(module, names):
     import importlib

@@ -31,6 +31,7 @@ class PromptOptions:
     iterations: int = 40
     lcn_window_mm: float = 7.0
     learning_rate: float = 1.0
+    similarity: str = "lcn"  # lcn | mind
 
 
 def prompt_values(prompt: str, labels, table) -> tuple[tuple[int, ...], dict]:
@@ -85,7 +86,8 @@ def refine(fixed: torch.Tensor, moving: torch.Tensor, work: Grid, disp: torch.Te
     box = _box(inside, pad)
     sub = _sub_grid(work, box)
     crop = (slice(None), *box)
-    level = Level(feature_mm=spacing, param_mm=options.param_mm, iterations=options.iterations, similarity="lcn")
+    level = Level(feature_mm=spacing, param_mm=options.param_mm, iterations=options.iterations,
+                  similarity=options.similarity)
     local = DeformableOptions(levels=(level,), reg_weight=0.0, smooth_size=3, learning_rate=options.learning_rate,
                               lcn_window_mm=options.lcn_window_mm, max_samples=300_000)
     refined, grid = deformable_register(fixed[crop], moving[crop], sub, local, progress=progress, cancel=cancel,

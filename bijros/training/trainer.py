@@ -202,7 +202,8 @@ def _validation_summary(cfg: TrainConfig, val: dict) -> dict | None:
     best = max(val["history"], key=lambda r: r[3])
     return {"held_out_maps": cfg.validation_maps, "pairs_per_set": cfg.validation_pairs,
             "metric": "mean soft Dice of warped label maps, foreground classes, inter-subject pairs",
-            "zero_flow": row(val["history"][0]), "best": row(best), "last": row(val["history"][-1])}
+            "start_model" if cfg.init_from else "zero_flow": row(val["history"][0]), "best": row(best),
+            "last": row(val["history"][-1])}
 
 
 def _write_validation_csv(rows: list[list[float]], path: Path) -> None:
