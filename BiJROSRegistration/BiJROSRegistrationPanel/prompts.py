@@ -11,6 +11,7 @@ import json
 
 import qt
 
+from BiJROSLib import choices
 from BiJROSLib.bindings import Binding
 from BiJROSLib.options import methodInfo
 from BiJROSLib.prompts import PromptMatcher, segmentNames
@@ -41,6 +42,11 @@ class PromptsSection:
         table.horizontalHeader().setStretchLastSection(True)
         table.connect("itemChanged(QTableWidgetItem*)", lambda _item: storeSegmentPrompts(widget))
         widget._promptSegments = None
+        ui.textMethodComboBox.addItem("Off (the method chosen in Inputs)", "")
+        for name, title in choices.methodChoices():
+            if _info(name).get("uses_text"):
+                ui.textMethodComboBox.addItem(title, name)
+        ui.textMethodComboBox.connect("activated(int)", lambda _index: chooseTextMethod(widget))
 
     @staticmethod
     def cleanup(widget):
@@ -61,14 +67,16 @@ class PromptsSection:
                 widget.promptTimer.start()
         method = node.GetParameter("Method")
         textMethod = bool(method) and bool(_info(method).get("uses_text"))
+        ui.textMethodComboBox.blockSignals(True)
+        ui.textMethodComboBox.setCurrentIndex(max(0, ui.textMethodComboBox.findData(method if textMethod else "")))
+        ui.textMethodComboBox.blockSignals(False)
         ui.segmentPromptsTable.enabled = textMethod and bool(names)
         if textMethod:
             ui.textMethodLabel.text = (f"Method '{_info(method).get('title', method)}': each segment's deformation "
                                        "filters come from its words below." if names else
                                        "The text-filter method needs a moving segmentation (its segment names).")
         else:
-            ui.textMethodLabel.text = ("For filters made from each segment's words, choose a 'Text-steered' method "
-                                       "in Inputs.")
+            ui.textMethodLabel.text = "For deformation filters made from each segment's words, choose text filters."
         if not ui.promptLineEdit.text.strip():
             ui.promptMatchLabel.text = ""
 
@@ -78,6 +86,18 @@ def _info(method: str) -> dict:
         return methodInfo(method)
     except ValueError:
         return {}
+
+
+def chooseTextMethod(widget) -> None:
+    """The section's method choice sets the panel's one method (Inputs shows it too); Off goes back to the default
+    method when a text method was chosen."""
+    node = widget._parameterNode
+    chosen = widget.ui.textMethodComboBox.currentData
+    current = node.GetParameter("Method")
+    if chosen:
+        node.SetParameter("Method", chosen)
+    elif current and _info(current).get("uses_text"):
+        node.SetParameter("Method", choices.defaultMethod())
 
 
 def fillSegmentTable(widget, names: list[str]) -> None:

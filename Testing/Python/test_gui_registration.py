@@ -389,8 +389,16 @@ def test_text_prompts_section_matches_as_you_type_and_reaches_the_engine(reg):
     QTest.keyClicks(ui.promptLineEdit, "amygdala")
     assert processEventsUntil(lambda: ui.promptMatchLabel.text.startswith("Names: Left Amygdala"), 60)
 
-    assert not ui.segmentPromptsTable.enabled and "Text-steered" in ui.textMethodLabel.text
+    assert not ui.segmentPromptsTable.enabled and "choose text filters" in ui.textMethodLabel.text
+    assert ui.textMethodComboBox.currentData == ""
+    ui.textMethodComboBox.setCurrentIndex(ui.textMethodComboBox.findData("text+io"))
+    ui.textMethodComboBox.activated.emit(ui.textMethodComboBox.currentIndex)  # what a click on an item sends
+    assert reg._parameterNode.GetParameter("Method") == "text+io" and ui.methodComboBox.currentData == "text+io"
+    ui.textMethodComboBox.setCurrentIndex(0)
+    ui.textMethodComboBox.activated.emit(0)
+    assert ui.methodComboBox.currentData not in ("text", "text+io")
     ui.methodComboBox.setCurrentIndex(ui.methodComboBox.findData("text"))
+    assert ui.textMethodComboBox.currentData == "text"
     assert ui.segmentPromptsTable.enabled and ui.segmentPromptsTable.rowCount == 2
     assert ui.segmentPromptsTable.item(0, 0).text() == "Left Hippocampus"
     ui.segmentPromptsTable.item(0, 1).setText("hippocampal formation")
