@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from bijros.errors import InputError
 from bijros.registration.deformable import DeformableOptions, Level, deformable_register
-from bijros.registration.grid import Grid, downsample, pool_factors, points_ras, sample
+from bijros.registration.grid import Grid, downsample, points_ras, pool_factors, sample
 from bijros.registration.similarity import box_filter
 
 
@@ -32,6 +32,7 @@ class PromptOptions:
     lcn_window_mm: float = 7.0
     learning_rate: float = 1.0
     similarity: str = "lcn"  # lcn | mind
+    coarse_iterations: int = 0  # > 0: first a coarser level (field grid 2 * param_mm, MIND at 2 * spacing)
 
 
 def prompt_values(prompt: str, labels, table) -> tuple[tuple[int, ...], dict]:
@@ -77,7 +78,7 @@ def refine(fixed: torch.Tensor, moving: torch.Tensor, work: Grid, disp: torch.Te
     """The first pass's field (``disp`` on ``disp_grid``) refined inside ``region`` (1, I, J, K on ``work``):
     (1, 3, ...) RAS mm on the working grid at ``param_mm``, and that grid."""
     spacing = float(np.mean(work.spacing))
-    grow = max(1, int(round(options.margin_mm / spacing)))
+    grow = max(1, round(options.margin_mm / spacing))
     inside = F.max_pool3d((region > 0.5).float()[None], 2 * grow + 1, stride=1, padding=grow)[0]
     if inside.sum() < 27:
         raise InputError("The structures the prompt names cover almost nothing of the fixed image after the first "
@@ -88,7 +89,11 @@ def refine(fixed: torch.Tensor, moving: torch.Tensor, work: Grid, disp: torch.Te
     crop = (slice(None), *box)
     level = Level(feature_mm=spacing, param_mm=options.param_mm, iterations=options.iterations,
                   similarity=options.similarity)
-    local = DeformableOptions(levels=(level,), reg_weight=0.0, smooth_size=3, learning_rate=options.learning_rate,
+    levels = (level,)
+    if options.coarse_iterations > 0:
+        levels = (Level(feature_mm=2 * spacing, param_mm=2 * options.param_mm, iterations=options.coarse_iterations,
+                        similarity="mind"), level)
+    local = DeformableOptions(levels=levels, reg_weight=0.0, smooth_size=3, learning_rate=options.learning_rate,
                               lcn_window_mm=options.lcn_window_mm, max_samples=300_000)
     refined, grid = deformable_register(fixed[crop], moving[crop], sub, local, progress=progress, cancel=cancel,
                                         init=(disp, disp_grid), fixed_mask=inside[crop])
@@ -97,7 +102,7 @@ def refine(fixed: torch.Tensor, moving: torch.Tensor, work: Grid, disp: torch.Te
     inside_o, out = downsample(inside, work, pool_factors(work.spacing, options.param_mm))
     nodes = points_ras(out, disp.device)
     first = sample(disp[0], disp_grid, nodes, padding_mode="border")[None]
-    size = 2 * max(1, int(round(options.taper_mm / float(np.mean(out.spacing))))) + 1
+    size = 2 * max(1, round(options.taper_mm / float(np.mean(out.spacing)))) + 1
     taper = box_filter(box_filter((inside_o > 0.5).float()[None], size), size).clamp(0, 1)  # (1, 1, ...)
     refined_o = sample(refined[0], grid, nodes, padding_mode="border")[None]
     return first + taper * (refined_o - first), out

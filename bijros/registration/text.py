@@ -75,8 +75,8 @@ def region_rows(model, names: dict[int, str], prompts: dict[int, str] | None = N
     """(lut, table): ``lut[value]`` the region row of each label value (0 = background), and for the text variant
     the (R, d) region embeddings (row 0 background), for the learned one its own table's row count (empty)."""
     from bijros.text.encoder import Embeddings
-    from bijros.text.regions import BACKGROUND_NAMES, region_table, region_text
     from bijros.text.names import key
+    from bijros.text.regions import BACKGROUND_NAMES, region_table, region_text
 
     words = {v: (prompts or {}).get(v, n) for v, n in names.items() if v != 0}
     words = {v: w for v, w in words.items() if key(w) not in BACKGROUND_NAMES or v in (prompts or {})}

@@ -23,7 +23,6 @@ TABLES = ("labels_desikan_killiany.csv", "labels_aal.csv", "labels_neuromorphome
 
 def table_texts() -> list[str]:
     from bijros.atlas.library import resolve_package_path
-
     from bijros.text.regions import region_text
 
     texts: list[str] = [region_text("background")]

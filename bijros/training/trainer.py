@@ -243,7 +243,7 @@ def _init_from(model, source: str, device) -> None:
 
     entry, folder = resolve_entry(source)
     state = load_file(str(verified_weights_path(entry, folder)), device=str(device))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    _missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or not set(state) - set(unexpected):
         raise InputError(f"init_from '{source}' does not fit model '{type(model).__name__}': unexpected keys "
                          f"{sorted(unexpected)[:5]}")
