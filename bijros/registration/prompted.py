@@ -32,7 +32,6 @@ class PromptOptions:
     lcn_window_mm: float = 7.0
     learning_rate: float = 1.0
     similarity: str = "lcn"  # lcn | mind
-    coarse_iterations: int = 0  # > 0: first a coarser level (field grid 2 * param_mm, MIND at 2 * spacing)
 
 
 def prompt_values(prompt: str, labels, table) -> tuple[tuple[int, ...], dict]:
@@ -89,11 +88,7 @@ def refine(fixed: torch.Tensor, moving: torch.Tensor, work: Grid, disp: torch.Te
     crop = (slice(None), *box)
     level = Level(feature_mm=spacing, param_mm=options.param_mm, iterations=options.iterations,
                   similarity=options.similarity)
-    levels = (level,)
-    if options.coarse_iterations > 0:
-        levels = (Level(feature_mm=2 * spacing, param_mm=2 * options.param_mm, iterations=options.coarse_iterations,
-                        similarity="mind"), level)
-    local = DeformableOptions(levels=levels, reg_weight=0.0, smooth_size=3, learning_rate=options.learning_rate,
+    local = DeformableOptions(levels=(level,), reg_weight=0.0, smooth_size=3, learning_rate=options.learning_rate,
                               lcn_window_mm=options.lcn_window_mm, max_samples=300_000)
     refined, grid = deformable_register(fixed[crop], moving[crop], sub, local, progress=progress, cancel=cancel,
                                         init=(disp, disp_grid), fixed_mask=inside[crop])
