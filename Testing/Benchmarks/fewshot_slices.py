@@ -1,0 +1,179 @@
+#!/usr/bin/env python
+"""Few-shot segmentation from a few painted slices: what a Slicer user gets today (issue 12's baselines).
+
+(a) Same volume: for each hippocampus crop and each voxel axis in turn, the slices at 1/6, 1/2 and 5/6 of the
+    labelled range along that axis are "painted" (their manual labels kept); the rest of the case is filled and
+    scored on every slice not painted (Dice per label, anterior 1 and posterior 2, and of the whole
+    hippocampus). Rows: Segment Editor's *Fill between slices* (ITK's MorphologicalContourInterpolator, the
+    filter that effect runs, interpolating along the painted axis) and copying the nearest painted slice.
+(b) Other volumes: one support case painted the same way (axis 0), filled between slices, then propagated by
+    bijros's one-shot 3D registration (io) onto each query case; reference row: the support fully labelled.
+
+GMRD rows join this table when the few-shot model exists (issue 12). One process, 2 threads.
+
+    pip install -e ".[bench]"
+    python Testing/Benchmarks/fewshot_slices.py                 # (a) on 40 cases, (b) one support -> 40 queries
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data" / "hippocampus"
+OUT = REPO / "Testing" / "Benchmarks" / "results" / "fewshot_slices.md"
+FRACTIONS = (1 / 6, 1 / 2, 5 / 6)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cases", type=int, default=40, help="cases of (a), and queries of (b)")
+    p.add_argument("--support", default="hippocampus_001", help="(b): the support case")
+    p.add_argument("--part", default="ab")
+    p.add_argument("--out", type=Path, default=OUT)
+    return p.parse_args(argv)
+
+
+def painted_slices(labels: np.ndarray, axis: int) -> list[int]:
+    other = tuple(a for a in range(3) if a != axis)
+    idx = np.where(np.any(labels > 0, axis=other))[0]
+    lo, hi = int(idx.min()), int(idx.max())
+    return sorted({int(round(lo + f * (hi - lo))) for f in FRACTIONS})
+
+
+def sparse_and_mask(labels: np.ndarray, axis: int, picks: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(labels on the painted slices only, mask of the voxels to score: every slice not painted)."""
+    sparse, keep = np.zeros_like(labels), np.ones(labels.shape, bool)
+    for p in picks:
+        index = [slice(None)] * 3
+        index[axis] = p
+        sparse[tuple(index)] = labels[tuple(index)]
+        keep[tuple(index)] = False
+    return sparse, keep
+
+
+def fill_between_slices(sparse: np.ndarray, axis: int) -> np.ndarray:
+    import itk
+
+    image = itk.image_from_array(np.ascontiguousarray(sparse.astype(np.uint8)))  # ITK axes are reversed
+    interpolator = itk.MorphologicalContourInterpolator.New(image)
+    interpolator.SetAxis(2 - axis)
+    interpolator.Update()
+    return itk.array_from_image(interpolator.GetOutput()).astype(sparse.dtype)
+
+
+def nearest_slice(sparse: np.ndarray, axis: int, picks: list[int]) -> np.ndarray:
+    out = np.zeros_like(sparse)
+    for i in range(sparse.shape[axis]):
+        nearest = min(picks, key=lambda p: abs(p - i))
+        src, dst = [slice(None)] * 3, [slice(None)] * 3
+        src[axis], dst[axis] = nearest, i
+        out[tuple(dst)] = sparse[tuple(src)]
+    return out
+
+
+def dice(pred: np.ndarray, truth: np.ndarray, keep: np.ndarray) -> dict[str, float]:
+    out = {}
+    for name, (a, b) in {"anterior": (pred == 1, truth == 1), "posterior": (pred == 2, truth == 2),
+                         "whole": (pred > 0, truth > 0)}.items():
+        a, b = a & keep, b & keep
+        total = a.sum() + b.sum()
+        out[name] = float(2 * (a & b).sum() / total) if total else 1.0
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("BIJROS_NUM_THREADS", "2")
+    from bijros.io import load_image
+
+    names = sorted(p.name.replace(".nii.gz", "") for p in (DATA / "labels").glob("hippocampus_*.nii.gz"))
+    load = lambda n: load_image(DATA / "labels" / f"{n}.nii.gz", label_map=True)  # noqa: E731
+    results: dict = {"a": {}, "b": {}}
+    if "a" in args.part:
+        rows: dict[str, list] = {"Fill between slices": [], "nearest painted slice": []}
+        seconds: dict[str, list] = {k: [] for k in rows}
+        for name in names[: args.cases]:
+            truth = np.asarray(load(name).array)
+            for axis in range(3):
+                picks = painted_slices(truth, axis)
+                sparse, keep = sparse_and_mask(truth, axis, picks)
+                for row, run in (("Fill between slices", lambda: fill_between_slices(sparse, axis)),
+                                 ("nearest painted slice", lambda: nearest_slice(sparse, axis, picks))):
+                    t0 = time.perf_counter()
+                    pred = run()
+                    seconds[row].append(time.perf_counter() - t0)
+                    rows[row].append({"case": name, "axis": axis, **dice(pred, truth, keep)})
+            print(name, {r: round(rows[r][-1]["whole"], 3) for r in rows}, flush=True)
+        results["a"] = {r: {"records": v, "median_s": float(np.median(seconds[r][1:] or seconds[r]))}
+                        for r, v in rows.items()}
+    if "b" in args.part:
+        from bijros.registration.pipeline import RegistrationOptions, register
+
+        support_img = load_image(DATA / "images" / f"{args.support}.nii.gz")
+        support_lab = load(args.support)
+        truth_s = np.asarray(support_lab.array)
+        picks = painted_slices(truth_s, 0)
+        filled = fill_between_slices(sparse_and_mask(truth_s, 0, picks)[0], 0)
+        from bijros.io.image import Image
+
+        variants = {"Fill between slices, then io propagation": Image(filled, support_lab.ijk_to_ras, name="filled"),
+                    "support fully labelled, io propagation (reference)": support_lab}
+        rows = {k: [] for k in variants}
+        seconds = {k: [] for k in variants}
+        queries = [n for n in names if n != args.support][: args.cases]
+        for name in queries:
+            query = load_image(DATA / "images" / f"{name}.nii.gz")
+            truth = np.asarray(load(name).array)
+            for row, labels in variants.items():
+                t0 = time.perf_counter()
+                result = register(query, support_img, labels, RegistrationOptions(method="io"))
+                seconds[row].append(time.perf_counter() - t0)
+                rows[row].append({"case": name, **dice(result.labels.array, truth, np.ones(truth.shape, bool))})
+            print(name, {r: round(rows[r][-1]["whole"], 3) for r in rows}, flush=True)
+        results["b"] = {r: {"records": v, "median_s": float(np.median(seconds[r]))} for r, v in rows.items()}
+        results["b_support"] = {"case": args.support, "painted_axis0": picks}
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    args.out.write_text(markdown(results, args))
+    print(markdown(results, args))
+    return 0
+
+
+def markdown(results: dict, args) -> str:
+    lines = ["# Few-shot from painted slices: today's baselines (hippocampus crops)", ""]
+    if results["a"]:
+        lines += [f"## (a) Same volume: 3 painted slices (1/6, 1/2, 5/6 of the labelled range) -> the rest, "
+                  f"{args.cases} cases x 3 axes", "",
+                  "| row | whole hippocampus Dice | anterior | posterior | Dice by axis 0 / 1 / 2 | median s |",
+                  "|---|---|---|---|---|---|"]
+        for row, data in results["a"].items():
+            rec = data["records"]
+            by_axis = " / ".join(f"{np.mean([r['whole'] for r in rec if r['axis'] == a]):.3f}" for a in range(3))
+            lines.append(f"| {row} | {np.mean([r['whole'] for r in rec]):.4f} | "
+                         f"{np.mean([r['anterior'] for r in rec]):.4f} | {np.mean([r['posterior'] for r in rec]):.4f} "
+                         f"| {by_axis} | {data['median_s']:.3f} |")
+        lines.append("")
+    if results["b"]:
+        lines += [f"## (b) Other volumes: support {args.support} (3 slices along axis 0) -> "
+                  f"{len(next(iter(results['b'].values()))['records'])} query cases", "",
+                  "| row | whole hippocampus Dice | anterior | posterior | median s |", "|---|---|---|---|---|"]
+        for row, data in results["b"].items():
+            rec = data["records"]
+            lines.append(f"| {row} | {np.mean([r['whole'] for r in rec]):.4f} | "
+                         f"{np.mean([r['anterior'] for r in rec]):.4f} | {np.mean([r['posterior'] for r in rec]):.4f} "
+                         f"| {data['median_s']:.2f} |")
+        lines.append("")
+    lines.append("Scored on every voxel of the slices not painted (a) or of the whole query (b). Seconds: the "
+                 "filling (a) or register() with label warping (b), in this process.")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
