@@ -18,6 +18,7 @@ GMRD rows join this table when the few-shot model exists (issue 12). One process
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -45,7 +46,7 @@ def painted_slices(labels: np.ndarray, axis: int) -> list[int]:
     other = tuple(a for a in range(3) if a != axis)
     idx = np.where(np.any(labels > 0, axis=other))[0]
     lo, hi = int(idx.min()), int(idx.max())
-    return sorted({int(round(lo + f * (hi - lo))) for f in FRACTIONS})
+    return sorted({round(lo + f * (hi - lo)) for f in FRACTIONS})
 
 
 def sparse_and_mask(labels: np.ndarray, axis: int, picks: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -105,8 +106,8 @@ def main(argv=None) -> int:
             for axis in range(3):
                 picks = painted_slices(truth, axis)
                 sparse, keep = sparse_and_mask(truth, axis, picks)
-                for row, run in (("Fill between slices", lambda: fill_between_slices(sparse, axis)),
-                                 ("nearest painted slice", lambda: nearest_slice(sparse, axis, picks))):
+                for row, run in (("Fill between slices", functools.partial(fill_between_slices, sparse, axis)),
+                                 ("nearest painted slice", functools.partial(nearest_slice, sparse, axis, picks))):
                     t0 = time.perf_counter()
                     pred = run()
                     seconds[row].append(time.perf_counter() - t0)
