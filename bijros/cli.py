@@ -143,6 +143,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto")
     demo.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
 
+    fs = sub.add_parser("fewshot", help="segment a volume from a few annotated slices (GMRD few-shot model)")
+    fs.add_argument("--support-image", required=True, help="the image with the annotated slices")
+    fs.add_argument("--support-labels", required=True, help="labels on some slices of the support image (its grid)")
+    fs.add_argument("--label", type=int, default=None, help="segment only this label value (default: every one)")
+    fs.add_argument("--slices", default=None,
+                    help="AXIS:i,j,k: the annotated slices (voxel axis 0/1/2 of the support image and their indices); "
+                         "default: every slice holding the label, along the axis where they are sparsest")
+    fs.add_argument("--query", required=True, help="the image to segment (the support image itself: the other "
+                                                    "slices are filled, the annotated ones kept)")
+    fs.add_argument("--out", required=True, help="output folder: labels.nii.gz (on the query grid) and report.json")
+    fs.add_argument("--model", default=None, help="few-shot model: catalog name or model.json (default: the catalog's)")
+    fs.add_argument("--device", default="auto")
+    fs.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
+
+    tf = sub.add_parser("train-fewshot", help="train the few-shot slice model (GMRD) on synthetic episodes (resumable)")
+    tf.add_argument("--config", required=True, help="training config JSON (example: bijros/data/train_gmrd_1mm.json)")
+    tf.add_argument("--out", required=True, help="run folder (checkpoint.pt, model.safetensors, model.json)")
+    tf.add_argument("--progress", default="bar", choices=["bar", "none"])
+
     tr = sub.add_parser("train-registration",
                         help="train a learned registration model on synthetic pairs from label maps (resumable)")
     tr.add_argument("--config", required=True, help="training config JSON (example: bijros/data/train_eoir_2mm.json)")
@@ -295,6 +314,63 @@ def cmd_prompt_match(args) -> int:
         print(json.dumps({"stage": "result", "fraction": 1.0, "message": "matched", "match": match}))
     else:
         print(json.dumps(match, indent=1))
+    return 0
+
+
+def _parse_slices(text: str | None):
+    if not text:
+        return None
+    try:
+        axis, _, rest = text.partition(":")
+        parsed = int(axis), [int(i) for i in rest.split(",") if i.strip()]
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed[0] not in (0, 1, 2) or not parsed[1]:
+        raise BijrosError(f"--slices '{text}' must be AXIS:i,j,k with AXIS 0, 1 or 2, e.g. 2:10,20,30.")
+    return parsed
+
+
+def cmd_fewshot(args) -> int:
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from bijros.device import configure_threads, resolve_device
+    from bijros.fewshot.infer import segment
+    from bijros.fewshot.model_library import get_fewshot_model
+    from bijros.io import load_image, save_image
+    from bijros.io.image import Image
+    from bijros.io.outputs import check_out_dir, write_json
+
+    slices = _parse_slices(args.slices)
+    out = check_out_dir(args.out)
+    t0 = time.perf_counter()
+    support = load_image(args.support_image)
+    labels = load_image(args.support_labels, label_map=True)
+    same = Path(args.query).resolve() == Path(args.support_image).resolve()
+    query = support if same else load_image(args.query)
+    if not labels.same_grid(support):
+        raise BijrosError("--support-labels is not on the grid of --support-image; check that they belong together.")
+    values = [args.label] if args.label is not None else None
+    if args.label is not None and not (labels.array == args.label).any():
+        raise BijrosError(f"--label {args.label}: the support labels hold no voxel of it.")
+    device = resolve_device(args.device)
+    threads = configure_threads() if device.type == "cpu" else None
+    model, entry = get_fewshot_model(args.model, device)
+    progress, close = _progress(args.progress, {"fewshot": 1.0})
+    try:
+        result, report = segment(model, support.array, np.asarray(labels.array), query.array, values, slices,
+                                 same_volume=same, device=device, progress=progress.stage("fewshot"))
+    finally:
+        close()
+    out.mkdir(parents=True, exist_ok=True)
+    save_image(Image(result, query.ijk_to_ras.copy(), labels.label_table, name="labels"), out / "labels.nii.gz")
+    report.update({"model": entry["name"], "same_volume": same, "device": str(device), "torch_threads": threads,
+                   "query": {"name": query.name, "shape": list(query.shape)},
+                   "seconds": {"total": round(time.perf_counter() - t0, 3)}})
+    write_json(report, out / "report.json")
+    print(f"fewshot done in {report['seconds']['total']:.1f} s; wrote labels.nii.gz, report.json", file=sys.stderr)
     return 0
 
 
@@ -590,6 +666,17 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_models()
         elif args.command == "evaluate":
             return cmd_evaluate(args)
+        elif args.command == "fewshot":
+            return cmd_fewshot(args)
+        elif args.command == "train-fewshot":
+            from bijros.fewshot.train import FewShotConfig, train_fewshot
+
+            result = train_fewshot(FewShotConfig.load(args.config), args.out,
+                                   command=f"bijros train-fewshot --config {args.config} --out {args.out}",
+                                   progress=args.progress == "bar")
+            print(f"trained to step {result['step']} (best held-out query Dice {result['best']}); wrote {result['out']}",
+                  file=sys.stderr)
+            return 0
         elif args.command == "prompt-match":
             return cmd_prompt_match(args)
         elif args.command == "demo":

@@ -9,7 +9,8 @@
 (b) Other volumes: one support case painted the same way (axis 0), filled between slices, then propagated by
     bijros's one-shot 3D registration (io) onto each query case; reference row: the support fully labelled.
 
-GMRD rows join this table when the few-shot model exists (issue 12). One process, 2 threads.
+GMRD rows: bijros's few-shot model (``--model``, default the catalog's) on the same painted slices, through
+``bijros.fewshot.infer.segment`` (what ``bijros fewshot`` runs). One process, 2 threads.
 
     pip install -e ".[bench]"
     python Testing/Benchmarks/fewshot_slices.py                 # (a) on 40 cases, (b) one support -> 40 queries
@@ -38,6 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--cases", type=int, default=40, help="cases of (a), and queries of (b)")
     p.add_argument("--support", default="hippocampus_001", help="(b): the support case")
     p.add_argument("--part", default="ab")
+    p.add_argument("--model", default=None, help="few-shot model (catalog name or model.json); 'none': no GMRD rows")
     p.add_argument("--out", type=Path, default=OUT)
     return p.parse_args(argv)
 
@@ -98,16 +100,33 @@ def main(argv=None) -> int:
     names = sorted(p.name.replace(".nii.gz", "") for p in (DATA / "labels").glob("hippocampus_*.nii.gz"))
     load = lambda n: load_image(DATA / "labels" / f"{n}.nii.gz", label_map=True)  # noqa: E731
     results: dict = {"a": {}, "b": {}}
+    model = None
+    if args.model != "none":
+        from bijros.fewshot.model_library import get_fewshot_model
+
+        model, _entry = get_fewshot_model(args.model, "cpu")
+
+    def gmrd(support_img, sparse_labels, query_img, same, axis, picks):
+        from bijros.fewshot.infer import segment
+
+        return segment(model, support_img, sparse_labels, query_img, slices=(axis, picks), same_volume=same)[0]
+
     if "a" in args.part:
         rows: dict[str, list] = {"Fill between slices": [], "nearest painted slice": []}
+        if model is not None:
+            rows["GMRD (bijros fewshot)"] = []
         seconds: dict[str, list] = {k: [] for k in rows}
         for name in names[: args.cases]:
             truth = np.asarray(load(name).array)
+            image = np.asarray(load_image(DATA / "images" / f"{name}.nii.gz").array)
             for axis in range(3):
                 picks = painted_slices(truth, axis)
                 sparse, keep = sparse_and_mask(truth, axis, picks)
-                for row, run in (("Fill between slices", functools.partial(fill_between_slices, sparse, axis)),
-                                 ("nearest painted slice", functools.partial(nearest_slice, sparse, axis, picks))):
+                runs = {"Fill between slices": functools.partial(fill_between_slices, sparse, axis),
+                        "nearest painted slice": functools.partial(nearest_slice, sparse, axis, picks),
+                        "GMRD (bijros fewshot)": functools.partial(gmrd, image, sparse, image, True, axis, picks)}
+                for row in rows:
+                    run = runs[row]
                     t0 = time.perf_counter()
                     pred = run()
                     seconds[row].append(time.perf_counter() - t0)
@@ -127,6 +146,9 @@ def main(argv=None) -> int:
 
         variants = {"Fill between slices, then io propagation": Image(filled, support_lab.ijk_to_ras, name="filled"),
                     "support fully labelled, io propagation (reference)": support_lab}
+        if model is not None:
+            variants["GMRD (bijros fewshot) from the 3 slices"] = None
+        sparse_s = sparse_and_mask(truth_s, 0, picks)[0]
         rows = {k: [] for k in variants}
         seconds = {k: [] for k in variants}
         queries = [n for n in names if n != args.support][: args.cases]
@@ -135,9 +157,12 @@ def main(argv=None) -> int:
             truth = np.asarray(load(name).array)
             for row, labels in variants.items():
                 t0 = time.perf_counter()
-                result = register(query, support_img, labels, RegistrationOptions(method="io"))
+                if labels is None:
+                    pred = gmrd(np.asarray(support_img.array), sparse_s, np.asarray(query.array), False, 0, picks)
+                else:
+                    pred = register(query, support_img, labels, RegistrationOptions(method="io")).labels.array
                 seconds[row].append(time.perf_counter() - t0)
-                rows[row].append({"case": name, **dice(result.labels.array, truth, np.ones(truth.shape, bool))})
+                rows[row].append({"case": name, **dice(pred, truth, np.ones(truth.shape, bool))})
             print(name, {r: round(rows[r][-1]["whole"], 3) for r in rows}, flush=True)
         results["b"] = {r: {"records": v, "median_s": float(np.median(seconds[r]))} for r, v in rows.items()}
         results["b_support"] = {"case": args.support, "painted_axis0": picks}

@@ -121,6 +121,9 @@ class RegistrationOptions:
             from bijros.models.library import resolve_entry
 
             entry, _ = resolve_entry(self.model_name())
+            if entry.get("task", "registration") != "registration":
+                raise InputError(f"Model '{entry.get('name')}' is a {entry['task']} model, not a registration model; "
+                                 "see `bijros models`.")
             if self.uses_text != (entry.get("architecture") == "textscf"):
                 raise InputError(f"Model '{entry.get('name')}' ({entry.get('architecture')}) does not fit method "
                                  f"'{self.method}': " + ("it needs a model with a text head (textscf)." if self.uses_text
