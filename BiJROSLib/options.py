@@ -49,6 +49,14 @@ def usesLearnedModel(method: str) -> bool:
     return bool(methodInfo(method).get("uses_model"))
 
 
+def usesTextFilters(method: str) -> bool:
+    """True for the text-filter methods (methods.json "uses_text"); False for an empty or unknown name."""
+    try:
+        return bool(methodInfo(method).get("uses_text"))
+    except ValueError:
+        return False
+
+
 def engineArguments(method, device, preset, spacing, iterations, regWeight, diffeomorphic,
                     affineMetric=None) -> list[str]:
     """``--method ... --device ...`` and the optional settings; ``ValueError`` naming a bad one."""

@@ -7,7 +7,7 @@ import shutil
 from .engine_logic import EngineLogic, nonTransformedReason
 from .jobs import JobRequest, RegistrationJob
 from .masks import maskProblem
-from .options import engineArguments, engineMethod, methodInfo
+from .options import engineArguments, engineMethod, usesTextFilters
 from .prompts import writeSegmentPrompts
 from .results import segmentTerminology
 from .segmentations import segmentationProblem
@@ -62,7 +62,7 @@ class RegistrationLogic(EngineLogic):
         if outputTransform is not None and not outputTransform.IsA("vtkMRMLTransformNode"):
             raise ValueError(f"The output transform '{outputTransform.GetName()}' is not a transform node.")
         options = engineArguments(method, device, preset, spacing, iterations, regWeight, diffeomorphic, affineMetric)
-        textMethod = bool(methodInfo(method).get("uses_text"))
+        textMethod = usesTextFilters(method)
         if (prompt or textMethod) and movingSegmentation is None:
             raise ValueError("Text prompts name segments of the moving segmentation: select one."
                              if prompt else f"Method '{method}' makes its filters from the moving segmentation's "

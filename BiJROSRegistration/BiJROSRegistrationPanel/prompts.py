@@ -13,7 +13,7 @@ import qt
 
 from BiJROSLib import choices
 from BiJROSLib.bindings import Binding
-from BiJROSLib.options import methodInfo
+from BiJROSLib.options import methodInfo, usesTextFilters
 from BiJROSLib.prompts import PromptMatcher, segmentNames
 
 TYPING_PAUSE_MS = 600
@@ -44,7 +44,7 @@ class PromptsSection:
         widget._promptSegments = None
         ui.textMethodComboBox.addItem("Off (the method chosen in Inputs)", "")
         for name, title in choices.methodChoices():
-            if _info(name).get("uses_text"):
+            if usesTextFilters(name):
                 ui.textMethodComboBox.addItem(title, name)
         ui.textMethodComboBox.connect("activated(int)", lambda _index: chooseTextMethod(widget))
 
@@ -66,26 +66,19 @@ class PromptsSection:
             if ui.promptLineEdit.text.strip():
                 widget.promptTimer.start()
         method = node.GetParameter("Method")
-        textMethod = bool(method) and bool(_info(method).get("uses_text"))
+        textMethod = usesTextFilters(method)
         ui.textMethodComboBox.blockSignals(True)
         ui.textMethodComboBox.setCurrentIndex(max(0, ui.textMethodComboBox.findData(method if textMethod else "")))
         ui.textMethodComboBox.blockSignals(False)
         ui.segmentPromptsTable.enabled = textMethod and bool(names)
         if textMethod:
-            ui.textMethodLabel.text = (f"Method '{_info(method).get('title', method)}': each segment's deformation "
+            ui.textMethodLabel.text = (f"Method '{methodInfo(method)['title']}': each segment's deformation "
                                        "filters come from its words below." if names else
                                        "The text-filter method needs a moving segmentation (its segment names).")
         else:
             ui.textMethodLabel.text = "For deformation filters made from each segment's words, choose text filters."
         if not ui.promptLineEdit.text.strip():
             ui.promptMatchLabel.text = ""
-
-
-def _info(method: str) -> dict:
-    try:
-        return methodInfo(method)
-    except ValueError:
-        return {}
 
 
 def chooseTextMethod(widget) -> None:
@@ -96,7 +89,7 @@ def chooseTextMethod(widget) -> None:
     current = node.GetParameter("Method")
     if chosen:
         node.SetParameter("Method", chosen)
-    elif current and _info(current).get("uses_text"):
+    elif usesTextFilters(current):
         node.SetParameter("Method", choices.defaultMethod())
 
 

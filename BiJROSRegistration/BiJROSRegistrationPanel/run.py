@@ -4,14 +4,14 @@ The button, progress, Cancel and the job's end are the shared ``BiJROSLib.panel.
 from __future__ import annotations
 
 from BiJROSLib import dependencies
-from BiJROSLib.options import methodInfo
+from BiJROSLib.options import usesTextFilters
 from BiJROSLib.panel import createdNodeNames
 from BiJROSLib.views import resultForeground, showInSliceViews
 
 
 def requiredPackages(widget) -> list:
     args = widget.logic.runArguments(widget._parameterNode)
-    textMethod = bool(methodInfo(args["method"]).get("uses_text"))
+    textMethod = usesTextFilters(args["method"])
     return [dependencies.REQUIRED_PACKAGES, *([dependencies.TEXT_PACKAGES] if args["prompt"] or textMethod else [])]
 
 

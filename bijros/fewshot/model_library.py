@@ -28,15 +28,9 @@ def fewshot_entry(model: str | None):
 
 @lru_cache(maxsize=2)
 def _load(entry_json: str, folder: str, device: str):
-    from safetensors.torch import load_file
+    from bijros.models.weights import load_model
 
-    from bijros.fewshot.gmrd import GMRD
-    from bijros.models.weights import verified_weights_path
-
-    entry = json.loads(entry_json)
-    model = GMRD(**entry["config"])
-    model.load_state_dict(load_file(str(verified_weights_path(entry, folder)), device=device))
-    return model.to(device).eval()
+    return load_model(json.loads(entry_json), folder, device)
 
 
 def get_fewshot_model(model: str | None, device):

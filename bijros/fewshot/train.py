@@ -44,15 +44,9 @@ class FewShotConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> FewShotConfig:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot read the few-shot training config {path}: {exc}") from exc
-        data = {k: v for k, v in data.items() if not k.startswith("_")}
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise InputError(f"unknown few-shot training config keys: {', '.join(unknown)}")
-        return cls(**data)
+        from bijros.training.trainer import config_from_dict, read_config
+
+        return config_from_dict(cls, read_config(path, "few-shot training config"), "few-shot training config")
 
 
 def _dice(logits: torch.Tensor, mask: torch.Tensor) -> float:

@@ -4,6 +4,8 @@ Every model maps ``forward(fixed, moving)`` with ``(B, 1, D, H, W)`` inputs to a
 displacement in voxel units of the input grid, components (i, j, k), resampling convention
 (see :mod:`bijros.models.spatial`); untrained models return the identity (zero flow).
 The shipped weights and their catalog live in Resources/Models (see :mod:`bijros.models.library`).
+The zoo also builds ``gmrd``, the few-shot slice segmentation model of :mod:`bijros.fewshot` (catalog entries
+with ``task`` "fewshot"), so its weights load through the same sha256-checked path.
 
 * :mod:`.zoo` -- ``MODELS`` (name -> class), ``build_model``, ``count_parameters``
 * :mod:`.eoir`, :mod:`.unet` -- the networks; :mod:`.spatial` -- warping and integration layers

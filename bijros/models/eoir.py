@@ -59,9 +59,12 @@ class FlowHead(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def hidden(self, fixed_feat: torch.Tensor, warped_feat: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+        """The estimator's hidden features (B, hidden, ...), before the last convolution."""
+        return self.body(torch.cat([fixed_feat + warped_feat, fixed_feat - warped_feat, flow], 1))
+
     def forward(self, fixed_feat: torch.Tensor, warped_feat: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([fixed_feat + warped_feat, fixed_feat - warped_feat, flow], 1)
-        return self.out(self.body(x))
+        return self.out(self.hidden(fixed_feat, warped_feat, flow))
 
 
 def feature_pyramid(features: torch.Tensor, levels: int) -> list[torch.Tensor]:
@@ -98,6 +101,11 @@ class EOIR(nn.Module):
         """(B, 1, D, H, W) fixed and moving -> (B, 3, D, H, W) voxel displacement (i, j, k)."""
         if fixed.shape != moving.shape or fixed.dim() != 5:
             raise ValueError(f"fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} must both be (B, 1, D, H, W)")
+        return self.coarse_to_fine(fixed, moving, lambda level, y, warped, flow: self.heads[level](y, warped, flow))
+
+    def coarse_to_fine(self, fixed: torch.Tensor, moving: torch.Tensor, refine) -> torch.Tensor:
+        """The pyramid loop: ``refine(level, fixed_feat, warped_feat, flow)`` gives each level's refinement
+        (integrated when diffeomorphic), composed with the estimate upsampled from the coarser level."""
         feats = self.encoder(torch.cat([fixed, moving], 0))
         pyr_f = feature_pyramid(feats[: fixed.shape[0]], self.levels)
         pyr_m = feature_pyramid(feats[fixed.shape[0]:], self.levels)
@@ -107,7 +115,7 @@ class EOIR(nn.Module):
             shape = tuple(y.shape[2:])
             flow = y.new_zeros((y.shape[0], 3, *shape)) if flow is None else resize_displacement(flow, shape)
             warped = warp(x, flow) if level < self.levels - 1 else x
-            delta = self.heads[level](y, warped, flow)
+            delta = refine(level, y, warped, flow)
             if self.diffeomorphic:
                 delta = integrate(delta, self.int_steps)
             flow = compose(delta, flow)

@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bijros.models.eoir import EOIR, feature_pyramid
-from bijros.models.spatial import compose, integrate, resize_displacement, warp
+from bijros.models.eoir import EOIR
 
 
 class TextSCF(EOIR):
@@ -80,22 +79,12 @@ class TextSCF(EOIR):
         filters = self.filters()
         if int(regions.max()) >= filters.shape[0] or int(regions.min()) < 0:
             raise ValueError(f"region indices must lie in 0..{filters.shape[0] - 1}")
-        feats = self.encoder(torch.cat([fixed, moving], 0))
-        pyr_f = feature_pyramid(feats[: fixed.shape[0]], self.levels)
-        pyr_m = feature_pyramid(feats[fixed.shape[0]:], self.levels)
-        flow: torch.Tensor | None = None
-        for level in reversed(range(self.levels)):
-            y, x = pyr_f[level], pyr_m[level]
-            shape = tuple(y.shape[2:])
-            flow = y.new_zeros((y.shape[0], 3, *shape)) if flow is None else resize_displacement(flow, shape)
-            warped = warp(x, flow) if level < self.levels - 1 else x
+
+        def refine(level, y, warped, flow):
             head = self.heads[level]
-            hidden = head.body(torch.cat([y + warped, y - warped, flow], 1))
-            index = F.interpolate(regions.float(), size=shape, mode="nearest")[:, 0].long()  # (B, D, H, W)
+            hidden = head.hidden(y, warped, flow)
+            index = F.interpolate(regions.float(), size=tuple(y.shape[2:]), mode="nearest")[:, 0].long()  # (B, ...)
             local = filters[:, level][index]  # (B, D, H, W, 3, C): each voxel its region's filter
-            delta = head.out(hidden) + torch.einsum("bxyzdc,bcxyz->bdxyz", local, hidden.to(local.dtype))
-            if self.diffeomorphic:
-                delta = integrate(delta, self.int_steps)
-            flow = compose(delta, flow)
-        assert flow is not None
-        return flow
+            return head.out(hidden) + torch.einsum("bxyzdc,bcxyz->bdxyz", local, hidden.to(local.dtype))
+
+        return self.coarse_to_fine(fixed, moving, refine)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from bijros.fewshot.gmrd import GMRD
 from bijros.models.eoir import EOIR
 from bijros.models.textscf import TextSCF
 from bijros.models.unet import UNet
 
-MODELS: dict[str, type[nn.Module]] = {"eoir": EOIR, "textscf": TextSCF, "unet": UNet}
+MODELS: dict[str, type[nn.Module]] = {"eoir": EOIR, "gmrd": GMRD, "textscf": TextSCF, "unet": UNet}
 
 
 def build_model(name: str, config: dict | None = None) -> nn.Module:

@@ -90,8 +90,9 @@ def region_rows(model, names: dict[int, str], prompts: dict[int, str] | None = N
     if not trained:
         raise InputError("this learned-table model does not record its training regions (region_names)")
     train_vec = embed([region_text(n) for n in trained[1:]])
-    for v, w in words.items():
-        lut[v] = 1 + int(np.argmax(embed([region_text(w)])[0] @ train_vec.T))
+    values = list(words)
+    if values:  # each label takes the training region whose text is nearest to its own
+        lut[values] = 1 + np.argmax(embed([region_text(words[v]) for v in values]) @ train_vec.T, axis=1)
     return lut, np.zeros((0, 0), np.float32)
 
 

@@ -60,12 +60,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        data = {k: v for k, v in data.items() if not k.startswith("_")}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown training config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        cfg = cls(**data)
+        cfg = config_from_dict(cls, data, "training config")
         bad = sorted(set(cfg.loss) - {"dice", "smooth", "image", "flow"})
         if bad:
             raise InputError(f"unknown loss terms {bad}; use dice, smooth, image, flow")
@@ -77,13 +72,28 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot read the training config {path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise InputError(f"training config {path} must be a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(read_config(path, "training config"))
+
+
+def read_config(path: str | Path, what: str) -> dict:
+    """A config file's JSON object; InputError naming ``what`` when it cannot be read or is not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read the {what} {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{what} {path} must be a JSON object")
+    return data
+
+
+def config_from_dict(cls, data: dict, what: str):
+    """``cls(**data)`` without the ``_`` comment keys; InputError listing unknown keys (and the known ones)."""
+    data = {k: v for k, v in data.items() if not k.startswith("_")}
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"unknown {what} keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return cls(**data)
 
 
 def _plot(history: list[list[float]], path: Path, validation: list[list[float]] | None = None) -> None:
