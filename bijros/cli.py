@@ -9,6 +9,8 @@
     bijros atlases | models
     bijros prompt-match --labels-table FILE --prompt "TEXT" [--labels LAB]
     bijros train-registration --config FILE --out DIR
+    bijros train-oneshot --atlas IMG --atlas-labels LAB --images DIR|LIST --out MODEL_DIR [--recipe bijros|brbs]
+    bijros segment --model MODEL_DIR --image IMG --out DIR
 
 Exit codes: 0 success, 2 bad input or unavailable device (message on stderr), 130 cancelled.
 """
@@ -173,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--library", default=None, help="library folder (default: Resources/Models)")
     pub.add_argument("--benchmark", default=None, help="MALF benchmark JSON whose figures go into the entry")
     pub.add_argument("--no-default", action="store_true", help="do not make it the library's default model")
+    from bijros.oneshot.commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -677,6 +682,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trained to step {result['step']} (best held-out query Dice {result['best']}); wrote {result['out']}",
                   file=sys.stderr)
             return 0
+        elif args.command == "train-oneshot":
+            from bijros.oneshot.commands import cmd_train_oneshot
+
+            return cmd_train_oneshot(args)
+        elif args.command == "segment":
+            from bijros.oneshot.commands import cmd_segment
+
+            return cmd_segment(args)
         elif args.command == "prompt-match":
             return cmd_prompt_match(args)
         elif args.command == "demo":

@@ -72,7 +72,8 @@ def test_every_subcommand_is_registered():
     parser = cli.build_parser()
     choices = next(a for a in parser._actions if a.dest == "command").choices
     assert set(choices) == {"register", "propagate", "evaluate", "atlases", "atlas", "models", "demo",
-                            "train-registration", "publish-model", "prompt-match", "fewshot", "train-fewshot"}
+                            "train-registration", "publish-model", "prompt-match", "fewshot", "train-fewshot",
+                            "train-oneshot", "segment"}
 
 
 def test_models_and_atlases_subcommands(capsys):

@@ -22,7 +22,8 @@ from bijros.io import LPS_TO_RAS, save_image, write_label_table
 from bijros.io.images import nifti_image
 from bijros.timing import Stages, process_age
 
-OUTPUT_FILES = ("displacement.nii.gz", "affine.tfm", "warped.nii.gz", "labels.nii.gz", "labels.csv",
+OUTPUT_FILES = ("displacement.nii.gz", "affine.tfm", "warped.nii.gz", "labels.nii.gz", "labels_propagated.nii.gz",
+                "labels.csv",
                 "jacobian.nii.gz", "confidence.nii.gz", "atlases.json", "library.json", "qc.png", "report.json")
 
 

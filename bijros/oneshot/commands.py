@@ -1,0 +1,133 @@
+"""``bijros train-oneshot`` and ``bijros segment``: argument parsers and commands (the CLI stays thin)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parsers(sub) -> None:
+    tr = sub.add_parser("train-oneshot", help="learn a segmentation from ONE labelled atlas and a cohort of "
+                                              "unlabelled scans (Bi-JROS or BRBS; resumable)")
+    tr.add_argument("--atlas", required=True, help="the labelled atlas image")
+    tr.add_argument("--atlas-labels", required=True, help="its label map (same grid; a label table beside it is kept)")
+    tr.add_argument("--images", required=True, help="the unlabelled cohort: a folder of images, or a text file with "
+                                                    "one image path per line")
+    tr.add_argument("--out", required=True, help="model folder (checkpoint, model.json, loss.png); an unfinished run "
+                                                 "there is continued")
+    tr.add_argument("--recipe", default="bijros", choices=["bijros", "brbs"])
+    budget = tr.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--iterations", type=int, help="training steps (registration pretraining included)")
+    budget.add_argument("--minutes", type=float, help="training time budget")
+    tr.add_argument("--pseudo-labels", default="io", choices=["io", "decoder"],
+                    help="lower-level pseudo labels: our instance-optimisation propagation (default) or the "
+                         "registration decoder's warp")
+    tr.add_argument("--spacing", type=float, default=None, help="working grid mm (default: 1 mm crops, 2 mm whole "
+                                                                "brains on a CPU)")
+    tr.add_argument("--channels", default=None, help="encoder channels per level, e.g. 16,32,64,128")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="auto")
+    tr.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
+
+    sg = sub.add_parser("segment", help="segment a scan with a model from `bijros train-oneshot`")
+    sg.add_argument("--model", required=True, help="the train-oneshot --out folder")
+    sg.add_argument("--image", required=True, help="the scan to segment")
+    sg.add_argument("--out", required=True, help="output folder: labels.nii.gz, labels_propagated.nii.gz, labels.csv, "
+                                                 "report.json")
+    sg.add_argument("--no-propagation", action="store_true", help="skip the io propagation written for comparison")
+    sg.add_argument("--device", default="auto")
+    sg.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
+
+
+def _sink(mode: str, stage: str):
+    from bijros.cli import _progress
+
+    progress, close = _progress(mode, {stage: 1.0})
+    return progress.stage(stage), close
+
+
+def _with_cpu_fallback(run, device: str):
+    """``run(device)``; when the GPU runs out of memory, say so and ``run("cpu")`` (training continues from its
+    last checkpoint)."""
+    import torch
+
+    try:
+        return run(device)
+    except torch.cuda.OutOfMemoryError:
+        if device == "cpu":
+            raise
+        torch.cuda.empty_cache()
+        print("bijros: the GPU ran out of memory; continuing on the CPU (slower). Free GPU memory or use a larger "
+              "--spacing to stay on the GPU.", file=sys.stderr)
+        return run("cpu")
+
+
+def cmd_train_oneshot(args: argparse.Namespace) -> int:
+    from bijros.errors import InputError
+    from bijros.oneshot.train import OneShotConfig, train_oneshot
+
+    cfg = OneShotConfig(recipe=args.recipe, pseudo_labels=args.pseudo_labels, spacing_mm=args.spacing,
+                        iterations=args.iterations, minutes=args.minutes, seed=args.seed, device=args.device)
+    if args.channels:
+        try:
+            cfg.channels = tuple(int(c) for c in args.channels.split(","))
+        except ValueError as exc:
+            raise InputError(f"--channels {args.channels!r}: give whole numbers separated by commas.") from exc
+    command = " ".join(["bijros", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("bijros") else ""
+    report, close = (None, lambda: None) if args.progress == "bar" else _sink(args.progress, "train")
+    try:
+        def run(device: str) -> dict:
+            cfg.device = device
+            return train_oneshot(args.atlas, args.atlas_labels, args.images, args.out, cfg, command=command,
+                                 progress=report, bar=args.progress == "bar")
+
+        result = _with_cpu_fallback(run, args.device)
+    finally:
+        close()
+    if result["interrupted"]:
+        print(f"bijros: stopped at step {result['step']}; the checkpoint in {result['out']} is saved: run the same "
+              "command again to continue.", file=sys.stderr)
+        return 130
+    print(f"trained {result['step']} steps; wrote {result['out']}/model.json (use: bijros segment --model "
+          f"{result['out']} --image IMG --out DIR)", file=sys.stderr)
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from bijros.device import configure_threads, resolve_device
+    from bijros.io import load_image, save_image, write_label_table
+    from bijros.io.outputs import check_out_dir, write_files, write_report
+    from bijros.oneshot.segment import load_oneshot_model, segment
+    from bijros.timing import Stages
+
+    out = check_out_dir(args.out)
+    if resolve_device(args.device).type == "cpu":
+        configure_threads()
+    stages = Stages()
+    with stages("read"):
+        image = load_image(args.image)
+    report_progress, close = _sink(args.progress, "segment")
+    state = {}
+
+    def run(device: str) -> dict:
+        state["model"] = load_oneshot_model(args.model, resolve_device(device))
+        return segment(state["model"], image, propagation=not args.no_propagation, progress=report_progress)
+
+    try:
+        res = _with_cpu_fallback(run, args.device)
+    finally:
+        close()
+    model = state["model"]
+    for key, value in res["report"]["seconds"].items():
+        stages.add(key, value)
+    writers = {"labels.nii.gz": lambda p: save_image(res["labels"], p)}
+    if res["labels_propagated"] is not None:
+        writers["labels_propagated.nii.gz"] = lambda p: save_image(res["labels_propagated"], p)
+    table = model.atlas_labels.label_table
+    if table is not None:
+        writers["labels.csv"] = lambda p: write_label_table(table.subset(model.values), p)
+    writers["report.json"] = lambda p: write_report(res["report"], p, stages)
+    written = write_files(writers, out, stages)
+    print(f"segmented {image.name} with {model.entry['name']} ({model.entry['recipe']}); wrote "
+          f"{', '.join(written)}", file=sys.stderr)
+    return 0

@@ -1,0 +1,292 @@
+"""One-shot cohort learning (``bijros train-oneshot``): one labelled atlas + a study of unlabelled scans.
+
+    bijros train-oneshot --atlas A.nii.gz --atlas-labels A_seg.nii.gz --images DIR --out MODEL_DIR \
+        [--recipe bijros|brbs] [--iterations N | --minutes M]
+
+Stages: the cohort is aligned to the atlas (:mod:`bijros.oneshot.cohort`, with our instance-optimisation
+propagation onto each scan when ``pseudo_labels`` is "io"); then a registration pretraining share of the budget
+(Bi-JROS's step 1: encoder + registration decoder, unsupervised, atlas <-> scan both ways); then the recipe:
+``bijros`` (the bi-level step of :mod:`bijros.oneshot.bilevel`, encoder frozen) or ``brbs``
+(:mod:`bijros.oneshot.brbs`, alternating registration and segmentation steps). Every ``checkpoint_every`` steps,
+on Ctrl-C and on SIGTERM (Slicer's Cancel) the state is saved; running the same command again continues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import time
+from pathlib import Path
+
+import torch
+
+from bijros.errors import InputError
+from bijros.oneshot.checkpoint import flatten_optimizer, load_tensors, save_tensors, unflatten_optimizer
+
+RECIPES = ("bijros", "brbs")
+PSEUDO_LABELS = ("io", "decoder")
+
+
+@dataclasses.dataclass
+class OneShotConfig:
+    recipe: str = "bijros"
+    pseudo_labels: str = "io"  # io: our instance-optimisation propagation; decoder: the registration decoder's
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    spacing_mm: float | None = None  # working grid; None: chosen from the atlas (cohort.choose_spacing)
+    iterations: int | None = None  # total steps (pretraining included); or minutes
+    minutes: float | None = None
+    pretrain_fraction: float = 0.2
+    inner_steps: int = 4  # bijros: lower-level (segmentation) steps per bi-level step (1: every step bi-level)
+    learning_rate: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 50
+
+    def validate(self) -> None:
+        if self.recipe not in RECIPES:
+            raise InputError(f"--recipe {self.recipe!r}: choose one of {', '.join(RECIPES)}.")
+        if self.pseudo_labels not in PSEUDO_LABELS:
+            raise InputError(f"--pseudo-labels {self.pseudo_labels!r}: choose one of {', '.join(PSEUDO_LABELS)}.")
+        if (self.iterations is None) == (self.minutes is None):
+            raise InputError("give the training budget as either --iterations N or --minutes M.")
+        if (self.iterations is not None and self.iterations < 1) or (self.minutes is not None and self.minutes <= 0):
+            raise InputError("the training budget must be positive.")
+        if not 0 <= self.pretrain_fraction < 1:
+            raise InputError("pretrain_fraction must be in [0, 1).")
+
+
+class Budget:
+    """Fraction of the budget used, by steps or by seconds of training (kept across resumes)."""
+
+    def __init__(self, cfg: OneShotConfig, step: int, seconds: float):
+        self.cfg, self.step, self.seconds = cfg, step, seconds
+        self.started = time.monotonic()
+        self.base = seconds
+
+    def tick(self) -> None:
+        self.step += 1
+        self.seconds = self.base + time.monotonic() - self.started
+
+    @property
+    def fraction(self) -> float:
+        if self.cfg.iterations is not None:
+            return self.step / self.cfg.iterations
+        return self.seconds / (60.0 * float(self.cfg.minutes))
+
+
+def _plot(history: list[list], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    curves = [("pretrain", 2, "registration pretraining loss"), ("train", 2, "training loss (all terms)"),
+              ("train", 3, "segmentation loss")]
+    for phase, col, label in curves:
+        rows = [h for h in history if h[1] == phase and len(h) > col]
+        if rows:
+            values = [r[col] for r in rows]
+            window = max(1, len(values) // 40)
+            smooth = [sum(values[max(0, i - window + 1): i + 1]) / len(values[max(0, i - window + 1): i + 1])
+                      for i in range(len(values))]
+            ax.plot([r[0] for r in rows], values, alpha=0.2)
+            ax.plot([r[0] for r in rows], smooth, label=f"{label} (running mean of {window})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+class Stop:
+    """Set by SIGTERM (Slicer's Cancel kills the child this way): the loop saves and leaves."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self.previous = None
+        return self
+
+    def _handle(self, *_):
+        self.requested = True
+
+    def __exit__(self, *_):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _check_run_folder(out: Path, cfg: OneShotConfig) -> dict | None:
+    """The checkpoint's meta when ``out`` holds this recipe's run; InputError when it holds another's."""
+    meta_path = out / "checkpoint.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    old = meta.get("config", {})
+    for key in ("recipe", "pseudo_labels", "channels"):
+        if key in old and (list(old[key]) if key == "channels" else old[key]) != \
+                (list(getattr(cfg, key)) if key == "channels" else getattr(cfg, key)):
+            raise InputError(f"{out} holds a run with {key} {old[key]!r}, not {getattr(cfg, key)!r}: give another "
+                             "--out folder, or the same options to continue that run.")
+    return meta
+
+
+def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images, out_dir: str | Path,
+                  cfg: OneShotConfig, command: str = "", progress=None, bar: bool = True) -> dict:
+    """Train (or continue) a one-shot run into ``out_dir``; returns a summary. ``progress``: (fraction, message)."""
+    from tqdm import tqdm
+
+    import bijros
+    from bijros.device import configure_threads, resolve_device
+    from bijros.io import load_image, save_image, write_label_table
+    from bijros.models.bijros_net import BiJROSNet
+    from bijros.oneshot import bilevel, brbs
+    from bijros.oneshot.cohort import Cohort, choose_spacing, list_images, prepare_cohort
+
+    cfg.validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = _check_run_folder(out, cfg)
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        configure_threads()
+    atlas = load_image(atlas_path)
+    atlas_labels = load_image(atlas_labels_path, label_map=True)
+    report = progress or (lambda f, m: None)
+    if (out / "cohort.json").is_file():
+        cohort = Cohort.load(out, atlas_labels.label_table)
+    else:
+        from bijros.oneshot.cohort import check_atlas
+
+        check_atlas(atlas, atlas_labels)
+        paths = list_images(images)
+        spacing = cfg.spacing_mm or choose_spacing(atlas, device)
+        cohort = prepare_cohort(atlas, atlas_labels, paths, spacing, device, 2 ** (len(cfg.channels) - 1),
+                                cfg.pseudo_labels == "io", progress=lambda f, m: report(0.1 * f, m))
+        cohort.save(out)
+        save_image(atlas, out / "atlas_image.nii.gz")
+        save_image(atlas_labels, out / "atlas_labels.nii.gz")
+        if atlas_labels.label_table is not None:
+            write_label_table(atlas_labels.label_table, out / "labels.csv")
+    if cfg.pseudo_labels == "io" and cohort.pseudo is None:
+        raise InputError(f"{out} was prepared without io pseudo labels; use another --out folder.")
+
+    torch.manual_seed(cfg.seed)
+    model = BiJROSNet(cohort.classes, cfg.channels, separate=cfg.recipe == "brbs").to(device)
+    pre_params = list(model.encoder.parameters()) + model.registration_parameters()
+    optim = {"pretrain": torch.optim.Adam(pre_params, lr=cfg.learning_rate),
+             "seg": torch.optim.Adam(model.segmentation_parameters(), lr=cfg.learning_rate),
+             "reg": torch.optim.Adam(model.registration_parameters() if cfg.recipe == "bijros" else pre_params,
+                                     lr=cfg.learning_rate)}
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    history: list[list] = []
+    step, seconds = 0, 0.0
+    if meta is not None:
+        tensors, meta = load_tensors(out, "checkpoint", "checkpoint")
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        for name, opt in optim.items():
+            opt.load_state_dict(unflatten_optimizer(name, tensors, meta["optimizers"][name]))
+        gen.set_state(tensors["generator"])
+        step, seconds, history = int(meta["step"]), float(meta["seconds"]), meta["history"]
+
+    atlas_t = cohort.atlas[None].to(device)
+    atlas_oh = bilevel.one_hot(cohort.atlas_classes, cohort.classes).to(device)
+    n = len(cohort.names)
+    w_bi, w_brbs = bilevel.BiLevelWeights(), brbs.BRBSWeights()
+
+    def pick() -> int:
+        return int(torch.randint(0, n, (1,), generator=gen, device=device).item())
+
+    def image(i: int) -> torch.Tensor:
+        return cohort.images[i][None, None].to(device)
+
+    def save() -> None:
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        opt_meta = {}
+        for name, opt in optim.items():
+            t, m = flatten_optimizer(name, opt.state_dict())
+            tensors.update(t)
+            opt_meta[name] = m
+        tensors["generator"] = gen.get_state()
+        save_tensors(tensors, {"step": budget.step, "seconds": budget.seconds, "history": history,
+                               "optimizers": opt_meta, "config": dataclasses.asdict(cfg)}, out, "checkpoint")
+        _plot(history, out / "loss.png")
+
+    budget = Budget(cfg, step, seconds)
+    total = cfg.iterations if cfg.iterations is not None else int(60 * cfg.minutes)
+    progress_bar = tqdm(total=total, initial=min(total, step if cfg.iterations else int(seconds)), disable=not bar,
+                        desc=cfg.recipe, unit="step" if cfg.iterations else "s")
+    interrupted = False
+    with Stop() as stop:
+        try:
+            while budget.fraction < 1.0 and not stop.requested:
+                phase = "pretrain" if budget.fraction < cfg.pretrain_fraction else "train"
+                if phase == "pretrain":
+                    terms = bilevel.pretrain_step(model, atlas_t, image(pick()), optim["pretrain"], w_bi)
+                elif cfg.recipe == "bijros":
+                    for p in model.encoder.parameters():
+                        p.requires_grad_(False)
+                    i = int(torch.randint(0, n + 1, (1,), generator=gen, device=device).item())  # n: the atlas
+                    target = atlas_t if i == n else image(i)
+                    pseudo = None
+                    if cfg.pseudo_labels == "io":
+                        pseudo = atlas_oh if i == n else bilevel.one_hot(cohort.pseudo[i], cohort.classes).to(device)
+                    if budget.step % max(1, cfg.inner_steps) == 0:
+                        terms = bilevel.bilevel_step(model, atlas_t, atlas_oh, target, optim["seg"], optim["reg"],
+                                                     gen, w_bi, pseudo)
+                    else:
+                        terms = bilevel.lower_step(model, atlas_t, atlas_oh, target, optim["seg"], gen, w_bi, pseudo)
+                else:
+                    terms = brbs.registration_step(model, atlas_t, atlas_oh, image(pick()), optim["reg"], w_brbs)
+                    a, b, c = pick(), pick(), pick()
+                    flows = None
+                    if cfg.pseudo_labels == "io":
+                        flows = (cohort.flows[a][None].to(device), cohort.flows[b][None].to(device))
+                    seg = brbs.segmentation_step(model, atlas_t, atlas_oh, image(a), image(b), image(c), optim["seg"],
+                                                 gen, w_brbs, flows)
+                    terms = {"loss": terms["loss"] + seg["loss"], "semantic": terms["semantic"], "lower": seg["loss"]}
+                budget.tick()
+                history.append([budget.step, phase, round(float(terms["loss"]), 6),
+                                round(float(terms.get("lower", terms.get("dice", 0.0))), 6)])
+                progress_bar.update(1 if cfg.iterations else int(budget.seconds) - progress_bar.n)
+                progress_bar.set_postfix(phase=phase, loss=f"{terms['loss']:.4f}")
+                report(0.1 + 0.9 * min(1.0, budget.fraction), f"{phase} step {budget.step}: loss {terms['loss']:.4f}")
+                if budget.step % cfg.checkpoint_every == 0:
+                    save()
+        except KeyboardInterrupt:
+            interrupted = True
+        interrupted = interrupted or stop.requested
+        save()
+    progress_bar.close()
+    if interrupted:
+        return {"step": budget.step, "out": str(out), "interrupted": True}
+    entry = export(model, cohort, cfg, out, budget, command)
+    return {"step": budget.step, "out": str(out), "interrupted": False, "model": entry["name"],
+            "bijros_version": bijros.__version__}
+
+
+def export(model, cohort, cfg: OneShotConfig, out: Path, budget: Budget, command: str) -> dict:
+    import bijros
+
+    entry = {"name": out.name, "task": "oneshot", "recipe": cfg.recipe, "pseudo_labels": cfg.pseudo_labels,
+             "architecture": "bijros_net",
+             "config": {"classes": cohort.classes, "channels": list(cfg.channels), "separate": cfg.recipe == "brbs"},
+             "grid": {"shape": list(cohort.grid.shape), "ijk_to_ras": cohort.grid.ijk_to_ras.tolist(),
+                      "spacing_mm": float(cohort.grid.spacing[0])},
+             "values": cohort.values, "label_table": "labels.csv" if (out / "labels.csv").is_file() else None,
+             "atlas": {"image": "atlas_image.nii.gz", "labels": "atlas_labels.nii.gz"},
+             "cohort": {"images": len(cohort.names), "skipped": cohort.skipped},
+             "training": {"steps": budget.step, "seconds": round(budget.seconds, 1), "config": dataclasses.asdict(cfg),
+                          "command": command},
+             "bijros_version": bijros.__version__, "torch_version": torch.__version__}
+    save_tensors(dict(model.state_dict()), entry, out, "model")
+    return entry
