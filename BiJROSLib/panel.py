@@ -32,7 +32,7 @@ def qcSummary(report: dict, wallSeconds: float | None = None) -> str:
 def createdNodeNames(nodes: dict) -> list[str]:
     """Names of the nodes a finished job created (``finishJob``'s dict), each once, in order."""
     return list(dict.fromkeys(node.GetName() for key, node in nodes.items()
-                              if key not in ("report", "warnings", "ranking", "library") and node is not None))
+                              if key not in ("report", "warnings", "ranking", "library", "model") and node is not None))
 
 
 class JobPanelMixin:
@@ -283,6 +283,9 @@ class JobPanelMixin:
             prefix = f"{100 * fraction:5.1f} %  " if isinstance(fraction, (int, float)) else ""
             self.ui.logTextEdit.appendPlainText(prefix + message)
         self.ui.progressBar.value = round(100 * job.fraction)
+        for section in self.sections:  # e.g. a training's loss plot
+            if hasattr(section, "onPoll"):
+                section.onPoll(self, job)
         if job.message:
             eta = getattr(job.runner, "etaSeconds", None) if job.state == "running" else None
             self.ui.statusLabel.text = job.message + (f" (about {eta:.0f} s left)" if isinstance(eta, (int, float))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+from .cohort import CohortLogic
 from .engine_logic import nonTransformedReason
 from .jobs import JobRequest, RegistrationJob
 from .masks import maskProblem
@@ -14,7 +15,7 @@ from .segmentations import segmentationProblem
 from .volumes import checkScalarVolume, segmentationToLabelImage, volumeNodeToImage
 
 
-class PropagationLogic(MultiAtlasLogic):
+class PropagationLogic(MultiAtlasLogic, CohortLogic):
     """One-shot label propagation: an atlas's segmentation carried onto a target volume."""
 
     def atlasNames(self) -> list[str]:

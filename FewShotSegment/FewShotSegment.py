@@ -14,6 +14,7 @@ import slicer
 from FewShotSegmentPanel import run
 from FewShotSegmentPanel.advanced import AdvancedSection
 from FewShotSegmentPanel.atlas import AtlasSection
+from FewShotSegmentPanel.cohort import CohortSection
 from FewShotSegmentPanel.selection import SelectionSection
 from FewShotSegmentPanel.target import TargetSection
 from slicer.ScriptedLoadableModule import (
@@ -29,7 +30,7 @@ from BiJROSLib.logic import PropagationLogic
 from BiJROSLib.panel import JobPanelMixin
 
 README_URL = "https://github.com/bijros/SlicerBiJROS#readme"
-SECTIONS = (TargetSection, AtlasSection, SelectionSection, AdvancedSection)
+SECTIONS = (TargetSection, AtlasSection, SelectionSection, CohortSection, AdvancedSection)
 
 
 class FewShotSegment(ScriptedLoadableModule):
@@ -48,8 +49,10 @@ names and colours. The atlas is a volume and segmentation from the scene, or one
 atlas library (brain MRI). The engine runs in the background: Slicer stays responsive and Cancel stops it.
 With several atlases from a library (a folder of labelled images), the atlases are ranked for the target,
 the best ones registered and their labels fused (majority vote or locally weighted voting), with a
-confidence volume. Not in this version yet: cohort one-shot learning (Bi-JROS, BRBS) and few-shot slice
-segmentation (GMRD).
+confidence volume. Cohort learning trains a segmentation model from one atlas (scene volume + segmentation)
+and a cohort of unlabelled volumes (Bi-JROS bi-level decoders, or BRBS), then segments the target or every
+volume in the scene with it; trained models are kept and can be picked again. Not in this version yet:
+few-shot slice segmentation (GMRD).
 See the <a href="{README_URL}">BiJROS documentation</a> for the console API and examples.
 """
         self.parent.acknowledgementText = ACKNOWLEDGEMENT

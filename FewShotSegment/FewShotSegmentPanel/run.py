@@ -8,6 +8,7 @@ from __future__ import annotations
 from BiJROSLib import dependencies
 from BiJROSLib.views import resultForeground, showInSliceViews
 
+from . import cohort
 from .selection import storeLibrary, storeRanking
 
 
@@ -35,6 +36,8 @@ def startJob(widget):
 
 
 def showResults(widget, nodes) -> None:
+    if cohort.showResults(widget, nodes):  # a trained one-shot model
+        return
     if nodes.get("library") is not None:  # the library's contents
         storeLibrary(widget, nodes["library"])
         atlases, skipped = nodes["library"]["atlases"], nodes["library"]["skipped"]
@@ -55,3 +58,4 @@ def showResults(widget, nodes) -> None:
     widget.ui.statusLabel.text = f"Done. '{segmentation.GetName()}' has {segments} segments{fused}."
     showInSliceViews(widget._parameterNode.GetNodeReference("TargetVolume"), segmentation=segmentation,
                      foreground=resultForeground(nodes))
+    cohort.segmentNext(widget)  # "Segment all": the next volume of the queue

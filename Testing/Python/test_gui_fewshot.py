@@ -283,3 +283,55 @@ def test_atlas_selection_ranks_and_fuses_a_library(fs, tmp_path, monkeypatch):
     ui.removeLibraryButton.click()  # forgotten from the list; the folder stays
     assert ui.multiAtlasLibraryComboBox.count == 0 and (tmp_path / "phantoms" / "images").is_dir()
     assert not ui.propagateButton.enabled
+
+
+def test_cohort_learning_trains_and_segments_every_volume(fs, shared_data, tmp_path, monkeypatch):
+    """Cohort section: Train starts and cancels; a (short) training tracked by the panel lists the model and its
+    loss plot; Segment all adds one segmentation per volume other than the atlas, with the atlas's segments."""
+    monkeypatch.setenv("BIJROS_CONFIG_DIR", str(tmp_path / "config"))  # the models folder, panel and child
+    images, labels = shared_data("hippocampus", "images"), shared_data("hippocampus", "labels")
+    atlas = loadVolume(images / "hippocampus_001.nii.gz", "hippocampus_001")
+    atlasSegmentation = loadSegmentation(labels / "hippocampus_001.nii.gz", "hippocampus_001 segmentation")
+    cohort = [loadVolume(images / f"hippocampus_00{n}.nii.gz", f"hippocampus_00{n}") for n in (3, 4)]
+    ui = fs.ui
+    ui.cohortCollapsibleButton.collapsed = False
+    ui.targetVolumeSelector.setCurrentNode(cohort[1])
+    assert not ui.trainButton.enabled and "atlas from the scene" in ui.trainButton.toolTip
+    ui.sceneAtlasRadioButton.click()
+    ui.atlasVolumeSelector.setCurrentNode(atlas)
+    ui.atlasSegmentationSelector.setCurrentNode(atlasSegmentation)
+    ui.deviceComboBox.setCurrentIndex(ui.deviceComboBox.findData("cpu"))
+    assert ui.trainButton.enabled, ui.trainButton.toolTip
+    assert not ui.segmentAllButton.enabled  # no trained model yet
+    ui.cohortFolderRadioButton.click()
+    assert not ui.trainButton.enabled and "folder" in ui.trainButton.toolTip
+    ui.cohortSceneRadioButton.click()
+    scene = fs.logic.scene
+    before = nodeIds(scene)
+    ui.modelNameLineEdit.setText("hippo test")
+    ui.trainButton.click()
+    assert fs._job is not None and fs._job.request.kind == "oneshot-train" and ui.propagateButton.text == "Cancel"
+    processEventsUntil(lambda: False, timeout=0.5)
+    ui.propagateButton.click()
+    assert processEventsUntil(lambda: fs._job is None, 30)
+    assert "Cancelled" in ui.statusLabel.text and nodeIds(scene) == before
+    # the same job kind, with a budget of a few steps, tracked by the panel
+    job = fs.logic.startCohortTraining(atlas, atlasSegmentation, cohortVolumes=[atlas, *cohort], modelName="hippo test",
+                                       iterations=3, device="cpu")
+    fs.trackJob(job, "training")
+    assert processEventsUntil(lambda: fs._job is None, 240), ui.statusLabel.text
+    assert "Trained 'hippo-test'" in ui.statusLabel.text, ui.statusLabel.text
+    assert ui.oneShotModelComboBox.currentData == "hippo-test" and "bijros" in ui.oneShotModelComboBox.currentText
+    assert fs._parameterNode.GetParameter("OneShotModel") == "hippo-test"
+    assert not ui.lossPlotLabel.pixmap.isNull()
+    assert nodeIds(scene) == before  # training adds no nodes
+    ui.segmentAllButton.click()
+    assert processEventsUntil(lambda: fs._job is None and not fs._cohortQueue, 240), ui.statusLabel.text
+    made = [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+            for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
+    made = [node for node in made if node is not atlasSegmentation]
+    assert sorted(node.GetName() for node in made) == ["hippocampus_003 hippo-test segmentation",
+                                                       "hippocampus_004 hippo-test segmentation"]
+    for node in made:
+        assert sorted(segmentNames(node)) == sorted(segmentNames(atlasSegmentation))
+    saveScreenshot(fs.parent, "FewShotSegment-cohort.png", size=(450, 1100))

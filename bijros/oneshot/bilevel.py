@@ -12,6 +12,11 @@ soft-Dice of the segmentation decoder on the target vs the warped atlas one-hot.
 Hyper-gradient: ``g_R = dL_U/d theta_seg``, ``g_S = dL_L/d theta_seg``, ``c = <g_R, g_S> / <g_S, g_S>`` (a
 number, no gradient); the segmentation decoder steps along ``g_S``, the registration decoder along
 ``d(L_U - c L_L)/d theta_reg``. The shared encoder is frozen (pretrained by :func:`pretrain_step`).
+
+Where we differ from the original, for a CPU budget (each measured in Testing/Benchmarks/oneshot_cohort.py):
+``L_L`` adds a cross-entropy term (``BiLevelWeights.ce``; 0 gives Bi-JROS's Dice alone), the lower level's pair
+goes through the same kind of random rotation and scale as the upper level's (``augment_lower``), and the trainer
+runs ``inner_steps - 1`` lower-level steps (:func:`lower_step`) between two bi-level steps.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -88,8 +89,11 @@ def cmd_train_oneshot(args: argparse.Namespace) -> int:
         print(f"bijros: stopped at step {result['step']}; the checkpoint in {result['out']} is saved: run the same "
               "command again to continue.", file=sys.stderr)
         return 130
-    print(f"trained {result['step']} steps; wrote {result['out']}/model.json (use: bijros segment --model "
-          f"{result['out']} --image IMG --out DIR)", file=sys.stderr)
+    message = f"trained {result['step']} steps; wrote {result['out']}/model.json"
+    if args.progress == "json":  # the Slicer panel's last line
+        print(json.dumps({"stage": "result", "fraction": 1.0, "message": message, "out": result["out"],
+                          "steps": result["step"]}))
+    print(f"{message} (use: bijros segment --model {result['out']} --image IMG --out DIR)", file=sys.stderr)
     return 0
 
 
@@ -128,6 +132,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
         writers["labels.csv"] = lambda p: write_label_table(table.subset(model.values), p)
     writers["report.json"] = lambda p: write_report(res["report"], p, stages)
     written = write_files(writers, out, stages)
+    if args.progress == "json":
+        print(json.dumps({"stage": "result", "fraction": 1.0, "message": f"segmented {image.name}", "out": str(out),
+                          "files": sorted(written), "seconds": res["report"]["seconds"]}))
     print(f"segmented {image.name} with {model.entry['name']} ({model.entry['recipe']}); wrote "
           f"{', '.join(written)}", file=sys.stderr)
     return 0

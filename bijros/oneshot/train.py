@@ -6,7 +6,8 @@
 Stages: the cohort is aligned to the atlas (:mod:`bijros.oneshot.cohort`, with our instance-optimisation
 propagation onto each scan when ``pseudo_labels`` is "io"); then a registration pretraining share of the budget
 (Bi-JROS's step 1: encoder + registration decoder, unsupervised, atlas <-> scan both ways); then the recipe:
-``bijros`` (the bi-level step of :mod:`bijros.oneshot.bilevel`, encoder frozen) or ``brbs``
+``bijros`` (the bi-level step of :mod:`bijros.oneshot.bilevel`, encoder frozen, with ``inner_steps - 1``
+segmentation-only steps between two bi-level steps) or ``brbs``
 (:mod:`bijros.oneshot.brbs`, alternating registration and segmentation steps). Every ``checkpoint_every`` steps,
 on Ctrl-C and on SIGTERM (Slicer's Cancel) the state is saved; running the same command again continues.
 """

@@ -1,0 +1,198 @@
+"""Cohort learning: train a one-shot model (Bi-JROS or BRBS) from the scene atlas and a cohort of unlabelled
+volumes (the other volumes in the scene, or a folder), with live progress, ETA and the loss plot; pick a trained
+model and segment the target, or every volume in the scene, one segmentation each."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from BiJROSLib.bindings import Binding
+
+RECIPE_CHOICES = (("bijros", "Bi-JROS (bi-level decoders)"), ("brbs", "BRBS (registration-made training data)"))
+
+
+class CohortSection:
+    @staticmethod
+    def bindings():
+        return [
+            Binding("cohortSceneRadioButton|cohortFolderRadioButton", "CohortSource", "radio", "scene",
+                    states=("scene", "folder")),
+            Binding("recipeComboBox", "Recipe", "choice", "bijros"),
+            Binding("cohortMinutesSpinBox", "CohortMinutes", "float", "20"),
+            Binding("modelNameLineEdit", "OneShotModelName", "text", "one-shot model"),
+            Binding("oneShotModelComboBox", "OneShotModel", "choice", ""),
+        ]
+
+    @staticmethod
+    def setup(widget):
+        from BiJROSLib.choices import fillComboBox
+
+        ui = widget.ui
+        fillComboBox(ui.recipeComboBox, RECIPE_CHOICES)
+        fillModels(widget)
+        ui.cohortFolderButton.connect("directoryChanged(QString)", lambda folder: setFolder(widget, folder))
+        ui.trainButton.connect("clicked(bool)", lambda _checked=False: train(widget))
+        ui.segmentTargetButton.connect("clicked(bool)", lambda _checked=False: segment(widget, allVolumes=False))
+        ui.segmentAllButton.connect("clicked(bool)", lambda _checked=False: segment(widget, allVolumes=True))
+        widget._cohortQueue = []
+
+    @staticmethod
+    def refresh(widget):
+        ui = widget.ui
+        idle = widget._job is None
+        reason = trainingProblem(widget)
+        ui.trainButton.enabled = idle and not reason
+        ui.trainButton.toolTip = reason or ("Align the cohort to the atlas, then train for the time set; progress "
+                                            "below. Cancel keeps the last checkpoint: Train again continues.")
+        ui.cohortFolderButton.enabled = widget._parameterNode.GetParameter("CohortSource") == "folder"
+        model = widget._parameterNode.GetParameter("OneShotModel")
+        target = widget._parameterNode.GetNodeReference("TargetVolume")
+        ui.segmentTargetButton.enabled = idle and bool(model) and target is not None
+        ui.segmentAllButton.enabled = idle and bool(model) and bool(cohortVolumes(widget, withAtlas=True))
+        if idle and model:  # the chosen model's training curve
+            showLossPlot(widget, widget.logic.oneShotModelsFolder() / model / "loss.png")
+
+    @staticmethod
+    def onPoll(widget, job):
+        """While training: show the loss plot the engine redraws at every checkpoint."""
+        folder = getattr(job, "modelFolder", None)
+        if folder is not None:
+            showLossPlot(widget, Path(folder) / "loss.png")
+
+
+def sceneAtlas(widget):
+    node = widget._parameterNode
+    if node.GetParameter("AtlasSource") != "scene":
+        return None, None
+    return node.GetNodeReference("AtlasVolume"), node.GetNodeReference("AtlasSegmentation")
+
+
+def cohortVolumes(widget, withAtlas: bool = False) -> list:
+    """Every scalar volume in the scene (not label maps), the scene atlas left out unless ``withAtlas``."""
+    atlas, _ = sceneAtlas(widget)
+    scene = widget.logic.scene
+    volumes = []
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+        volume = scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+        if volume.IsA("vtkMRMLLabelMapVolumeNode") or volume.GetHideFromEditors():
+            continue
+        if withAtlas or atlas is None or volume.GetID() != atlas.GetID():
+            volumes.append(volume)
+    return volumes
+
+
+def trainingProblem(widget) -> str:
+    atlas, segmentation = sceneAtlas(widget)
+    if atlas is None:
+        return "Choose the atlas from the scene (Atlas section: a volume and its segmentation) to train on it."
+    node = widget._parameterNode
+    folder = node.GetParameter("CohortFolder") if node.GetParameter("CohortSource") == "folder" else None
+    if node.GetParameter("CohortSource") == "folder" and not folder:
+        return "Choose the folder of the cohort's images."
+    try:
+        return widget.logic.cohortProblem(atlas, segmentation, cohortVolumes(widget), folder)
+    except Exception as exc:  # a reason for the tooltip, never an exception in the panel
+        return str(exc)
+
+
+def setFolder(widget, folder: str) -> None:
+    widget._parameterNode.SetParameter("CohortFolder", folder or "")
+    widget.ui.cohortFolderButton.toolTip = folder or "The folder of unlabelled images of the cohort."
+
+
+def fillModels(widget, select: str | None = None) -> None:
+    combo = widget.ui.oneShotModelComboBox
+    combo.clear()
+    try:
+        models = widget.logic.oneShotModels()
+    except Exception as exc:
+        logging.exception("BiJROS one-shot models")
+        combo.toolTip = str(exc)
+        return
+    for model in models:
+        combo.addItem(f"{model['name']} ({model['recipe']}, {model['structures']} structures, {model['steps']} steps)",
+                      model["name"])
+    if select is not None:
+        combo.setCurrentIndex(max(0, combo.findData(select)))
+
+
+def showLossPlot(widget, path: Path) -> None:
+    """Show ``path`` (re-read only when it changed)."""
+    import qt
+
+    try:
+        stamp = (str(path), path.stat().st_mtime)
+    except OSError:
+        return
+    if getattr(widget, "_lossPlotShown", None) == stamp:
+        return
+    pixmap = qt.QPixmap(str(path))
+    if not pixmap.isNull():
+        widget._lossPlotShown = stamp
+        widget.ui.lossPlotLabel.setPixmap(pixmap.scaledToWidth(380))
+
+
+def train(widget) -> None:
+    import slicer
+
+    if widget._job is not None:
+        return
+    node = widget._parameterNode
+    atlas, segmentation = sceneAtlas(widget)
+    fromFolder = node.GetParameter("CohortSource") == "folder"
+    kwargs = {"cohortVolumes": None if fromFolder else cohortVolumes(widget),
+              "cohortFolder": node.GetParameter("CohortFolder") if fromFolder else None,
+              "modelName": node.GetParameter("OneShotModelName") or "one-shot model",
+              "recipe": node.GetParameter("Recipe") or "bijros",
+              "minutes": float(node.GetParameter("CohortMinutes") or 20), "device": node.GetParameter("Device") or "auto"}
+    try:
+        job = widget.logic.startCohortTraining(atlas, segmentation, **kwargs)
+    except (ValueError, RuntimeError) as exc:
+        slicer.util.errorDisplay(str(exc), windowTitle="BiJROS: cannot train")
+        return
+    cohort = kwargs["cohortFolder"] or f"{len(kwargs['cohortVolumes'])} scene volumes"
+    widget.trackJob(job, f"Training '{job.modelFolder.name}' ({kwargs['recipe']}, {kwargs['minutes']:g} min) from "
+                         f"atlas '{atlas.GetName()}' and the cohort {cohort}")
+
+
+def segment(widget, allVolumes: bool) -> None:
+    node = widget._parameterNode
+    targets = cohortVolumes(widget) if allVolumes else [node.GetNodeReference("TargetVolume")]
+    widget._cohortQueue = [t.GetID() for t in targets if t is not None]
+    segmentNext(widget)
+
+
+def segmentNext(widget) -> None:
+    """Start the next queued target (after each result, until the queue is empty)."""
+    import slicer
+
+    if widget._job is not None or not widget._cohortQueue:
+        return
+    target = widget.logic.scene.GetNodeByID(widget._cohortQueue.pop(0))
+    if target is None:
+        segmentNext(widget)
+        return
+    model = widget._parameterNode.GetParameter("OneShotModel")
+    try:
+        job = widget.logic.startSegmentWithModel(target, model, device=widget._parameterNode.GetParameter("Device")
+                                                 or "auto")
+    except (ValueError, RuntimeError) as exc:
+        widget._cohortQueue = []
+        slicer.util.errorDisplay(str(exc), windowTitle="BiJROS: cannot segment")
+        return
+    left = f"; {len(widget._cohortQueue)} more after it" if widget._cohortQueue else ""
+    widget.trackJob(job, f"Segmenting '{target.GetName()}' with the one-shot model '{model}'{left}")
+
+
+def showResults(widget, nodes) -> bool:
+    """The cohort's results (True when handled): a trained model, or one segmentation of a queue."""
+    if nodes.get("model"):
+        name = Path(nodes["model"]).name
+        fillModels(widget, select=name)
+        widget.updateParameterNodeFromGUI()
+        showLossPlot(widget, Path(nodes["model"]) / "loss.png")
+        steps = nodes["report"].get("training", {}).get("steps")
+        widget.ui.statusLabel.text = f"Trained '{name}' ({steps} steps). Pick it below and segment."
+        return True
+    return False
