@@ -272,3 +272,17 @@ def test_cli_end_to_end_on_three_hippocampus_crops(tmp_path):
     other.mkdir()
     (other / "model.json").write_text(json.dumps({"name": "x", "architecture": "eoir"}))
     assert main(["segment", "--model", str(other), "--image", str(target), "--out", str(tmp_path / "s2")]) == 2
+
+
+def test_self_training_refresh_replaces_the_io_pseudo_labels_and_resumes(tiny_cohort, tmp_path):
+    from bijros.oneshot.checkpoint import load_tensors
+    from bijros.oneshot.cohort import Cohort
+
+    cfg = _cfg(pseudo_labels="io", iterations=4, pretrain_fraction=0.25, pseudo_refresh=0.5)
+    _train(tiny_cohort, tmp_path / "run", cfg)
+    tensors, meta = load_tensors(tmp_path / "run", "checkpoint", "checkpoint")
+    io = Cohort.load(tmp_path / "run", None).pseudo  # the cohort file keeps the io labels
+    assert meta["pseudo_refreshed"] and tensors["pseudo"].shape == io.shape
+    _train(tiny_cohort, tmp_path / "run", _cfg(pseudo_labels="io", iterations=5, pretrain_fraction=0.25,
+                                               pseudo_refresh=0.5))
+    assert load_tensors(tmp_path / "run", "checkpoint", "checkpoint")[1]["step"] == 5

@@ -39,6 +39,8 @@ class OneShotConfig:
     minutes: float | None = None
     pretrain_fraction: float = 0.2
     inner_steps: int = 4  # bijros: lower-level (segmentation) steps per bi-level step (1: every step bi-level)
+    pseudo_refresh: float | None = None  # bijros + io: at this fraction of the budget the pseudo labels become the
+    # segmentation decoder's own predictions on the cohort (one round of self-training); None: never
     learning_rate: float = 1e-3
     seed: int = 0
     device: str = "auto"
@@ -198,6 +200,9 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
             opt.load_state_dict(unflatten_optimizer(name, tensors, meta["optimizers"][name]))
         gen.set_state(tensors["generator"])
         step, seconds, history = int(meta["step"]), float(meta["seconds"]), meta["history"]
+        if "pseudo" in tensors:  # refreshed by self-training before the checkpoint
+            cohort.pseudo = tensors["pseudo"].long()
+    refreshed = bool(meta and meta.get("pseudo_refreshed"))
 
     atlas_t = cohort.atlas[None].to(device)
     atlas_oh = bilevel.one_hot(cohort.atlas_classes, cohort.classes).to(device)
@@ -218,8 +223,11 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
             tensors.update(t)
             opt_meta[name] = m
         tensors["generator"] = gen.get_state()
+        if refreshed:
+            tensors["pseudo"] = cohort.pseudo.to(torch.uint8 if cohort.classes < 256 else torch.int32)
         save_tensors(tensors, {"step": budget.step, "seconds": budget.seconds, "history": history,
-                               "optimizers": opt_meta, "config": dataclasses.asdict(cfg)}, out, "checkpoint")
+                               "optimizers": opt_meta, "config": dataclasses.asdict(cfg),
+                               "pseudo_refreshed": refreshed}, out, "checkpoint")
         _plot(history, out / "loss.png")
 
     budget = Budget(cfg, step, seconds)
@@ -231,6 +239,10 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
         try:
             while budget.fraction < 1.0 and not stop.requested:
                 phase = "pretrain" if budget.fraction < cfg.pretrain_fraction else "train"
+                if (cfg.recipe == "bijros" and cohort.pseudo is not None and cfg.pseudo_refresh is not None
+                        and not refreshed and budget.fraction >= cfg.pseudo_refresh):
+                    cohort.pseudo = self_labels(model, cohort, device)
+                    refreshed = True
                 if phase == "pretrain":
                     terms = bilevel.pretrain_step(model, atlas_t, image(pick()), optim["pretrain"], w_bi)
                 elif cfg.recipe == "bijros":
@@ -273,6 +285,15 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
     entry = export(model, cohort, cfg, out, budget, command)
     return {"step": budget.step, "out": str(out), "interrupted": False, "model": entry["name"],
             "bijros_version": bijros.__version__}
+
+
+def self_labels(model, cohort, device) -> torch.Tensor:
+    """The segmentation decoder's class indices (N, D, H, W) on every cohort image (self-training labels)."""
+    labels = []
+    with torch.no_grad():
+        for i in range(len(cohort.names)):
+            labels.append(model.segment(cohort.images[i][None, None].to(device)).argmax(1)[0].cpu())
+    return torch.stack(labels)
 
 
 def export(model, cohort, cfg: OneShotConfig, out: Path, budget: Budget, command: str) -> dict:
