@@ -685,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "train-oneshot":
             from bijros.oneshot.commands import cmd_train_oneshot
 
-            return cmd_train_oneshot(args)
+            return cmd_train_oneshot(args, argv)
         elif args.command == "segment":
             from bijros.oneshot.commands import cmd_segment
 

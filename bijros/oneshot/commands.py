@@ -63,7 +63,7 @@ def _with_cpu_fallback(run, device: str):
         return run("cpu")
 
 
-def cmd_train_oneshot(args: argparse.Namespace) -> int:
+def cmd_train_oneshot(args: argparse.Namespace, argv: list[str]) -> int:
     from bijros.errors import InputError
     from bijros.oneshot.train import OneShotConfig, train_oneshot
 
@@ -74,7 +74,9 @@ def cmd_train_oneshot(args: argparse.Namespace) -> int:
             cfg.channels = tuple(int(c) for c in args.channels.split(","))
         except ValueError as exc:
             raise InputError(f"--channels {args.channels!r}: give whole numbers separated by commas.") from exc
-    command = " ".join(["bijros", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("bijros") else ""
+    import shlex
+
+    command = shlex.join(["bijros", *argv])
     report, close = (None, lambda: None) if args.progress == "bar" else _sink(args.progress, "train")
     try:
         def run(device: str) -> dict:
