@@ -16,7 +16,7 @@ import torch
 
 from bijros.errors import InputError
 from bijros.io.image import Image
-from bijros.registration.grid import Grid, points_ras, sample
+from bijros.registration.grid import Grid, sample, slab_points
 
 
 @dataclasses.dataclass
@@ -70,13 +70,7 @@ def to_image_grid(probs: torch.Tensor, work: Grid, image: Image, affine: np.ndar
     inv = torch.as_tensor(np.linalg.inv(affine), dtype=torch.float32, device=probs.device)
     lut = np.asarray(values)
     out = np.zeros(image.shape, dtype=np.int16 if lut.max() < 32768 else np.int32)
-    ni, nj, nk = image.shape
-    step = max(1, 1_000_000 // max(1, nj * nk))
-    for s in range(0, ni, step):
-        e = min(s + step, ni)
-        shift = np.eye(4)
-        shift[0, 3] = s
-        pts = points_ras(Grid((e - s, nj, nk), image.ijk_to_ras @ shift), probs.device)
+    for s, e, pts in slab_points(Grid(image.shape, image.ijk_to_ras), 1_000_000, probs.device):
         p = sample(probs, work, pts @ inv[:3, :3].T + inv[:3, 3])
         out[s:e] = lut[p.argmax(0).cpu().numpy()]
     return out

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bijros.io.image import Image
-from bijros.registration.grid import Grid, points_ras, sample
+from bijros.registration.grid import Grid, sample, slab_points
 
 
 def total_displacement(
@@ -31,13 +31,7 @@ def total_displacement(
     """
     a = torch.as_tensor(affine, dtype=torch.float32, device=device)
     out = torch.empty((*fixed_grid.shape, 3), dtype=torch.float32, device=device)
-    ni, nj, nk = fixed_grid.shape
-    step = max(1, 2_000_000 // max(1, nj * nk))
-    for s in range(0, ni, step):
-        e = min(s + step, ni)
-        shift = np.eye(4)
-        shift[0, 3] = s
-        x = points_ras(Grid((e - s, nj, nk), fixed_grid.ijk_to_ras @ shift), device)
+    for s, e, x in slab_points(fixed_grid, 2_000_000, device):
         y = x
         if field_mm is not None and field_grid is not None:
             u = sample(field_mm[0], field_grid, x, padding_mode="border")  # (3, slab, J, K)

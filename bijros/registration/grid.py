@@ -42,6 +42,18 @@ def points_ras(grid: Grid, device: torch.device | str = "cpu", dtype=torch.float
     )
 
 
+def slab_points(grid: Grid, voxels: int, device: torch.device | str = "cpu"):
+    """Yield ``(start, end, points)`` for slabs ``[start, end)`` along i of about ``voxels`` voxels each (at least
+    one slice): ``points`` the RAS voxel centres of the slab, (end - start, J, K, 3)."""
+    ni, nj, nk = grid.shape
+    step = max(1, voxels // max(1, nj * nk))
+    for s in range(0, ni, step):
+        e = min(s + step, ni)
+        shift = np.eye(4)
+        shift[0, 3] = s
+        yield s, e, points_ras(Grid((e - s, nj, nk), grid.ijk_to_ras @ shift), device)
+
+
 def ras_to_grid_sample(grid: Grid) -> np.ndarray:
     """4x4 mapping RAS points to ``grid_sample`` coordinates of ``grid``: ordered (k, j, i), [-1, 1]."""
     size = np.array([max(n - 1, 1) for n in grid.shape], float)
