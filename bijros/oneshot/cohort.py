@@ -147,8 +147,9 @@ class Aligner:
 
     def labels_on_grid(self, labels: Image, values: list[int]) -> torch.Tensor:
         """Class indices (D, H, W) of a label map on the atlas grid: its one-hot, trilinearly resampled, argmax."""
-        lut = {v: i for i, v in enumerate(values)}
-        classes = np.vectorize(lambda v: lut.get(int(v), 0), otypes=[np.int64])(labels.array)
+        sorted_values = np.asarray(values)  # ascending, 0 first (check_atlas)
+        index = np.clip(np.searchsorted(sorted_values, labels.array), 0, len(values) - 1)
+        classes = np.where(sorted_values[index] == labels.array, index, 0).astype(np.int64)  # unknown: background
         onehot = torch.nn.functional.one_hot(torch.as_tensor(classes), len(values)).permute(3, 0, 1, 2).float()
         own = Grid(labels.shape, labels.ijk_to_ras)
         return resample_to_grid(onehot.to(self.device), own, self.grid).argmax(0)
