@@ -84,6 +84,8 @@ def _plot(history: list[list], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from bijros.training.trainer import running_mean, save_figure
+
     fig, ax = plt.subplots(figsize=(7, 4))
     curves = [("pretrain", 2, "registration pretraining loss"), ("train", 2, "training loss (all terms)"),
               ("train", 3, "segmentation loss")]
@@ -91,19 +93,14 @@ def _plot(history: list[list], path: Path) -> None:
         rows = [h for h in history if h[1] == phase and len(h) > col]
         if rows:
             values = [r[col] for r in rows]
-            window = max(1, len(values) // 40)
-            smooth = [sum(values[max(0, i - window + 1): i + 1]) / len(values[max(0, i - window + 1): i + 1])
-                      for i in range(len(values))]
+            smooth, window = running_mean(values, 40)
             ax.plot([r[0] for r in rows], values, alpha=0.2)
             ax.plot([r[0] for r in rows], smooth, label=f"{label} (running mean of {window})")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.legend(loc="upper right")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=90)
 
 
 class Stop:
@@ -134,11 +131,10 @@ def _check_run_folder(out: Path, cfg: OneShotConfig) -> dict | None:
     if not meta_path.is_file():
         return None
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    old = meta.get("config", {})
+    old, new = meta.get("config", {}), json.loads(json.dumps(dataclasses.asdict(cfg)))  # as stored: lists
     for key in ("recipe", "pseudo_labels", "channels"):
-        if key in old and (list(old[key]) if key == "channels" else old[key]) != \
-                (list(getattr(cfg, key)) if key == "channels" else getattr(cfg, key)):
-            raise InputError(f"{out} holds a run with {key} {old[key]!r}, not {getattr(cfg, key)!r}: give another "
+        if key in old and old[key] != new[key]:
+            raise InputError(f"{out} holds a run with {key} {old[key]!r}, not {new[key]!r}: give another "
                              "--out folder, or the same options to continue that run.")
     return meta
 
@@ -235,6 +231,7 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
     progress_bar = tqdm(total=total, initial=min(total, step if cfg.iterations else int(seconds)), disable=not bar,
                         desc=cfg.recipe, unit="step" if cfg.iterations else "s")
     interrupted = False
+    atlas_feats = None  # the frozen encoder's features of the atlas (bijros recipe, after pretraining)
     with Stop() as stop:
         try:
             while budget.fraction < 1.0 and not stop.requested:
@@ -246,8 +243,11 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
                 if phase == "pretrain":
                     terms = bilevel.pretrain_step(model, atlas_t, image(pick()), optim["pretrain"], w_bi)
                 elif cfg.recipe == "bijros":
-                    for p in model.encoder.parameters():
-                        p.requires_grad_(False)
+                    if atlas_feats is None:  # the first bi-level step of this process: freeze the encoder once
+                        for p in model.encoder.parameters():
+                            p.requires_grad_(False)
+                        with torch.no_grad():
+                            atlas_feats = model.encode(atlas_t)
                     i = int(torch.randint(0, n + 1, (1,), generator=gen, device=device).item())  # n: the atlas
                     target = atlas_t if i == n else image(i)
                     pseudo = None
@@ -255,9 +255,10 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
                         pseudo = atlas_oh if i == n else bilevel.one_hot(cohort.pseudo[i], cohort.classes).to(device)
                     if budget.step % max(1, cfg.inner_steps) == 0:
                         terms = bilevel.bilevel_step(model, atlas_t, atlas_oh, target, optim["seg"], optim["reg"],
-                                                     gen, w_bi, pseudo)
+                                                     gen, w_bi, pseudo, atlas_feats)
                     else:
-                        terms = bilevel.lower_step(model, atlas_t, atlas_oh, target, optim["seg"], gen, w_bi, pseudo)
+                        terms = bilevel.lower_step(model, atlas_t, atlas_oh, target, optim["seg"], gen, w_bi, pseudo,
+                                                   atlas_feats)
                 else:
                     terms = brbs.registration_step(model, atlas_t, atlas_oh, image(pick()), optim["reg"], w_brbs)
                     a, b, c = pick(), pick(), pick()

@@ -96,6 +96,23 @@ def config_from_dict(cls, data: dict, what: str):
     return cls(**data)
 
 
+def running_mean(values: list[float], parts: int) -> tuple[list[float], int]:
+    """(the running mean of ``values`` over a window of ``len(values) // parts`` (at least 1), that window)."""
+    window = max(1, len(values) // parts)
+    return [sum(values[max(0, i - window + 1): i + 1]) / len(values[max(0, i - window + 1): i + 1])
+            for i in range(len(values))], window
+
+
+def save_figure(fig, path: Path, dpi: int = 100) -> None:
+    """Save a matplotlib figure to ``path`` atomically (a temporary file renamed into place) and close it."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def _plot(history: list[list[float]], path: Path, validation: list[list[float]] | None = None) -> None:
     import matplotlib
 
@@ -107,9 +124,7 @@ def _plot(history: list[list[float]], path: Path, validation: list[list[float]] 
         steps = [h[0] for h in history]
         for col, label in ((1, "loss"), (2, "1 - Dice")):
             values = [h[col] for h in history]
-            window = max(1, len(values) // 50)
-            smooth = [sum(values[max(0, i - window + 1): i + 1]) / len(values[max(0, i - window + 1): i + 1])
-                      for i in range(len(values))]
+            smooth, window = running_mean(values, 50)
             ax.plot(steps, values, alpha=0.25)
             ax.plot(steps, smooth, label=f"{label} (running mean of {window})")
     ax.set_xlabel("step")
@@ -121,10 +136,7 @@ def _plot(history: list[list[float]], path: Path, validation: list[list[float]] 
         right.set_ylabel("held-out Dice")
         right.legend(loc="upper right")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 HEADER = ["step", "loss", "dice_loss", "smooth", "image", "seconds", "flow"]
