@@ -84,13 +84,18 @@ def cycle_loss(f_ab: torch.Tensor, f_ba: torch.Tensor) -> torch.Tensor:
     return (compose(f_ab, f_ba) ** 2).mean() + (compose(f_ba, f_ab) ** 2).mean()
 
 
+def two_way_terms(atlas: torch.Tensor, target: torch.Tensor, f_at: torch.Tensor, f_ta: torch.Tensor,
+                  window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(LNCC both ways, smoothness of both fields, cycle consistency) of a pair registered both ways."""
+    ncc = lncc_loss(target, warp(atlas, f_at), window) + lncc_loss(atlas, warp(target, f_ta), window)
+    return ncc, diffusion_penalty(f_at) + diffusion_penalty(f_ta), cycle_loss(f_at, f_ta)
+
+
 def pretrain_step(model, atlas: torch.Tensor, target: torch.Tensor, optimizer, w: BiLevelWeights) -> dict:
     """Bi-JROS's step 1: unsupervised joint registration (encoder + registration decoder), both ways."""
     fa, ft = model.encode(atlas), model.encode(target)
     f_at, f_ta = model.register(atlas, target, (fa, ft)), model.register(target, atlas, (ft, fa))
-    ncc = lncc_loss(target, warp(atlas, f_at), w.ncc_window) + lncc_loss(atlas, warp(target, f_ta), w.ncc_window)
-    smooth = diffusion_penalty(f_at) + diffusion_penalty(f_ta)
-    cyc = cycle_loss(f_at, f_ta)
+    ncc, smooth, cyc = two_way_terms(atlas, target, f_at, f_ta, w.ncc_window)
     loss = w.ncc * ncc + w.smooth * smooth + w.cycle * cyc
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -156,9 +161,7 @@ def bilevel_losses(model, atlas: torch.Tensor, atlas_onehot: torch.Tensor, targe
         fg = model.encode(aug)
     g_at = model.register(atlas, aug, (fa, fg))
     g_ta = model.register(aug, atlas, (fg, fa))
-    ncc = lncc_loss(aug, warp(atlas, g_at), w.ncc_window) + lncc_loss(atlas, warp(aug, g_ta), w.ncc_window)
-    smooth = diffusion_penalty(g_at) + diffusion_penalty(g_ta)
-    cyc = cycle_loss(g_at, g_ta)
+    ncc, smooth, cyc = two_way_terms(atlas, aug, g_at, g_ta, w.ncc_window)
     dice = soft_dice(model.segment(aug, fg), warp(atlas_onehot, g_at))
     loss_upper = w.ncc * ncc + w.smooth * smooth + w.cycle * cyc + w.dice * dice
     terms = {"lower": float(loss_lower.detach()), "upper": float(loss_upper.detach()), "ncc": float(ncc.detach()), "cycle": float(cyc.detach()),

@@ -18,8 +18,7 @@ import dataclasses
 import torch
 
 from bijros.models.spatial import warp
-from bijros.oneshot.bilevel import cycle_loss, soft_dice
-from bijros.registration.similarity import diffusion_penalty, lncc_loss
+from bijros.oneshot.bilevel import soft_dice, two_way_terms
 
 
 @dataclasses.dataclass
@@ -63,12 +62,10 @@ def s3p(atlas: torch.Tensor, atlas_onehot: torch.Tensor, u1_in_atlas: torch.Tens
 
 def registration_step(model, atlas, atlas_onehot, target, optimizer, w: BRBSWeights) -> dict:
     f_at, f_ta = model.register(atlas, target), model.register(target, atlas)
-    ncc = lncc_loss(target, warp(atlas, f_at), w.ncc_window) + lncc_loss(atlas, warp(target, f_ta), w.ncc_window)
-    smooth = diffusion_penalty(f_at) + diffusion_penalty(f_ta)
+    ncc, smooth, inverse = two_way_terms(atlas, target, f_at, f_ta, w.ncc_window)
     with torch.no_grad():
         seg = torch.softmax(model.segment(target), 1)
     semantic = soft_dice(warp(atlas_onehot, f_at), seg, logits=False)
-    inverse = cycle_loss(f_at, f_ta)
     loss = w.ncc * ncc + w.smooth * smooth + w.semantic * semantic + w.inverse * inverse
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
