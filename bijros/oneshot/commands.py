@@ -113,17 +113,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     with stages("read"):
         image = load_image(args.image)
     report_progress, close = _sink(args.progress, "segment")
-    state = {}
 
-    def run(device: str) -> dict:
-        state["model"] = load_oneshot_model(args.model, resolve_device(device))
-        return segment(state["model"], image, propagation=not args.no_propagation, progress=report_progress)
+    def run(device: str):
+        model = load_oneshot_model(args.model, resolve_device(device))
+        return model, segment(model, image, propagation=not args.no_propagation, progress=report_progress)
 
     try:
-        res = _with_cpu_fallback(run, args.device)
+        model, res = _with_cpu_fallback(run, args.device)
     finally:
         close()
-    model = state["model"]
     for key, value in res["report"]["seconds"].items():
         stages.add(key, value)
     writers = {"labels.nii.gz": lambda p: save_image(res["labels"], p)}
