@@ -22,7 +22,7 @@ from .engine_logic import EngineLogic, nonTransformedReason
 from .jobs import JobRequest, RegistrationJob
 from .process import CANCELLED, DONE, ProcessRunner
 from .segmentations import segmentationProblem
-from .volumes import checkScalarVolume, segmentationToLabelImage, volumeNodeToImage
+from .volumes import checkScalarVolume, volumeNodeToImage
 
 RECIPES = ("bijros", "brbs")
 
@@ -75,7 +75,7 @@ class CohortLogic(EngineLogic):
         """Start training (returns at once). The cohort is ``cohortVolumes`` (volume nodes; the atlas is left out)
         or every image in ``cohortFolder``; the budget is ``minutes`` (default 20) or ``iterations``. A model folder of that name that holds an unfinished run of the same
         recipe is continued. ``finishJob`` returns {"model": folder, "report": its model.json}."""
-        from bijros.io import save_image, write_label_table
+        from bijros.io import save_image
         from bijros.oneshot.library import model_folder_name
 
         if recipe not in RECIPES:
@@ -97,10 +97,7 @@ class CohortLogic(EngineLogic):
                              segmentationName="")
         workdir = self._workFolder()
         try:
-            save_image(volumeNodeToImage(atlasVolume, role="atlas volume"), workdir / "atlas.nii")
-            labels = segmentationToLabelImage(atlasSegmentation, atlasVolume, self.scene)
-            save_image(labels, workdir / "atlas_labels.nii")
-            write_label_table(labels.label_table, workdir / "atlas_labels.csv")
+            self._exportSceneAtlas(atlasVolume, atlasSegmentation, workdir)
             if cohortFolder:
                 images = str(cohortFolder)
             else:

@@ -70,6 +70,19 @@ class EngineLogic:
         save_image(maskImage(mask, fixedVolume, self.scene), workdir / "fixed_mask.nii")
         return ["--fixed-mask", "fixed_mask.nii"]
 
+    def _exportSceneAtlas(self, atlasVolume, atlasSegmentation, workdir: Path):
+        """Write a scene atlas for the engine: atlas.nii, atlas_labels.nii and its table atlas_labels.csv (found
+        beside it by the engine); returns the label image (its label table names the segments)."""
+        from bijros.io import save_image, write_label_table
+
+        from .volumes import segmentationToLabelImage, volumeNodeToImage
+
+        save_image(volumeNodeToImage(atlasVolume, role="atlas volume"), workdir / "atlas.nii")
+        labels = segmentationToLabelImage(atlasSegmentation, atlasVolume, self.scene)
+        save_image(labels, workdir / "atlas_labels.nii")
+        write_label_table(labels.label_table, workdir / "atlas_labels.csv")
+        return labels
+
     def _launch(self, args: list[str], workdir: Path, request: JobRequest) -> RegistrationJob:
         runner = ProcessRunner()
         job = RegistrationJob(runner, workdir, request)

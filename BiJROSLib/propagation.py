@@ -12,7 +12,7 @@ from .multi_atlas import MultiAtlasLogic
 from .options import engineArguments, engineMethod
 from .results import segmentTerminology
 from .segmentations import segmentationProblem
-from .volumes import checkScalarVolume, segmentationToLabelImage, volumeNodeToImage
+from .volumes import checkScalarVolume, volumeNodeToImage
 
 
 class PropagationLogic(MultiAtlasLogic, CohortLogic):
@@ -78,7 +78,7 @@ class PropagationLogic(MultiAtlasLogic, CohortLogic):
         if reason:
             raise ValueError(reason)
         self._checkDependencies()
-        from bijros.io import save_image, write_label_table
+        from bijros.io import save_image
 
         request = JobRequest(
             kind="propagation", fixedVolume=targetVolume, movingVolume=None, movingSegmentation=atlasSegmentation,
@@ -91,10 +91,7 @@ class PropagationLogic(MultiAtlasLogic, CohortLogic):
             save_image(volumeNodeToImage(targetVolume, role="target volume"), workdir / "target.nii")
             if atlasVolume is not None:
                 request.movingName = atlasVolume.GetName()
-                save_image(volumeNodeToImage(atlasVolume, role="atlas volume"), workdir / "atlas.nii")
-                labels = segmentationToLabelImage(atlasSegmentation, atlasVolume, self.scene)
-                save_image(labels, workdir / "atlas_labels.nii")
-                write_label_table(labels.label_table, workdir / "atlas_labels.csv")
+                labels = self._exportSceneAtlas(atlasVolume, atlasSegmentation, workdir)
                 request.labelTable = labels.label_table
                 request.terminology = segmentTerminology(atlasSegmentation)
                 args = ["propagate", "--atlas", "atlas.nii", "--atlas-labels", "atlas_labels.nii",
