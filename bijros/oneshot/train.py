@@ -172,6 +172,7 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
         cohort = prepare_cohort(atlas, atlas_labels, paths, spacing, device, 2 ** (len(cfg.channels) - 1),
                                 cfg.pseudo_labels == "io", progress=lambda f, m: report(0.1 * f, m))
         cohort.save(out)
+        cohort = Cohort.load(out, atlas_labels.label_table)  # as stored (half precision): a resumed run sees the same
         save_image(atlas, out / "atlas_image.nii.gz")
         save_image(atlas_labels, out / "atlas_labels.nii.gz")
         if atlas_labels.label_table is not None:
