@@ -11,8 +11,9 @@
     bijros train-registration --config FILE --out DIR
     bijros train-oneshot --atlas IMG --atlas-labels LAB --images DIR|LIST --out MODEL_DIR [--recipe bijros|brbs]
     bijros segment --model MODEL_DIR --image IMG --out DIR
+    bijros batch --manifest CSV|JSONL --out DIR [--jobs-per-device N]   (also under torchrun -m bijros batch ...)
 
-Exit codes: 0 success, 2 bad input or unavailable device (message on stderr), 130 cancelled.
+Exit codes: 0 success, 1 some batch jobs failed (see summary.csv), 2 bad input or unavailable device (message on stderr), 130 cancelled.
 """
 
 from __future__ import annotations
@@ -178,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bijros.oneshot.commands import add_parsers
 
     add_parsers(sub)
+    from bijros.batch.commands import add_parser as add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -346,7 +350,7 @@ def cmd_fewshot(args) -> int:
     from bijros.fewshot.model_library import get_fewshot_model
     from bijros.io import load_image, save_image
     from bijros.io.image import Image
-    from bijros.io.outputs import check_out_dir, write_json
+    from bijros.io.outputs import check_out_dir, write_files, write_json
 
     slices = _parse_slices(args.slices)
     out = check_out_dir(args.out)
@@ -369,12 +373,12 @@ def cmd_fewshot(args) -> int:
                                  same_volume=same, device=device, progress=progress.stage("fewshot"))
     finally:
         close()
-    out.mkdir(parents=True, exist_ok=True)
-    save_image(Image(result, query.ijk_to_ras.copy(), labels.label_table, name="labels"), out / "labels.nii.gz")
     report.update({"model": entry["name"], "same_volume": same, "device": str(device), "torch_threads": threads,
                    "query": {"name": query.name, "shape": list(query.shape)},
                    "seconds": {"total": round(time.perf_counter() - t0, 3)}})
-    write_json(report, out / "report.json")
+    labels_out = Image(result, query.ijk_to_ras.copy(), labels.label_table, name="labels")
+    write_files({"labels.nii.gz": lambda path: save_image(labels_out, path),  # all or nothing, report.json last
+                 "report.json": lambda path: write_json(report, path)}, out)
     print(f"fewshot done in {report['seconds']['total']:.1f} s; wrote labels.nii.gz, report.json", file=sys.stderr)
     return 0
 
@@ -690,6 +694,10 @@ def main(argv: list[str] | None = None) -> int:
             from bijros.oneshot.commands import cmd_segment
 
             return cmd_segment(args)
+        elif args.command == "batch":
+            from bijros.batch.commands import cmd_batch
+
+            return cmd_batch(args)
         elif args.command == "prompt-match":
             return cmd_prompt_match(args)
         elif args.command == "demo":

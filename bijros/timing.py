@@ -2,7 +2,8 @@
 
 ``process_age()`` is the time since the operating system started this process (Linux: /proc;
 elsewhere: since bijros was first imported), so "startup" counts the interpreter and the
-imports before ``main`` too.
+imports before ``main`` too. In a long-lived worker (``bijros batch``) each job starts the clock afresh
+(:func:`start_job`): its "startup" is then 0 and "wall" runs from the job's start.
 """
 
 from __future__ import annotations
@@ -12,10 +13,20 @@ import os
 import time
 
 _IMPORTED = time.perf_counter()
+_JOB_START: float | None = None
+
+
+def start_job() -> None:
+    """From now on :func:`process_age` counts from this moment (a batch worker's next job)."""
+    global _JOB_START
+    _JOB_START = time.perf_counter()
 
 
 def process_age() -> float:
-    """Seconds since this process started (or since bijros was imported where /proc is missing)."""
+    """Seconds since this process started (or since bijros was imported where /proc is missing), or since
+    :func:`start_job` in a batch worker."""
+    if _JOB_START is not None:
+        return time.perf_counter() - _JOB_START
     try:
         with open(f"/proc/{os.getpid()}/stat", encoding="ascii") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()

@@ -73,7 +73,7 @@ def test_every_subcommand_is_registered():
     choices = next(a for a in parser._actions if a.dest == "command").choices
     assert set(choices) == {"register", "propagate", "evaluate", "atlases", "atlas", "models", "demo",
                             "train-registration", "publish-model", "prompt-match", "fewshot", "train-fewshot",
-                            "train-oneshot", "segment"}
+                            "train-oneshot", "segment", "batch"}
 
 
 def test_models_and_atlases_subcommands(capsys):

@@ -58,9 +58,24 @@ def load_image(path: str | os.PathLike, *, label_map: bool = False, label_table:
         except Exception as exc:
             raise InputError(f"Cannot read the DICOM series in {folder}: {exc}") from exc
         return _finish(array, ijk_to_ras, name, folder, label_map, label_table)
+    from bijros import memo
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"File not found: {path}. Check the path (it is relative to {Path.cwd()}).")
+    key = memo.file_key(path)
+    table_key = memo.file_key(label_table) if label_table else None
+    return memo.cached(None if key is None else ("image", key, label_map, table_key),
+                       lambda: _read_file(path, label_map, label_table), _copy, lambda image: image.array.nbytes)
+
+
+def _copy(image: Image) -> Image:
+    import copy
+
+    return Image(image.array.copy(), image.ijk_to_ras.copy(), copy.deepcopy(image.label_table), image.name)
+
+
+def _read_file(path: Path, label_map: bool, label_table: str | None) -> Image:
     suffix = file_suffix(path)
     if suffix not in SUPPORTED:
         raise InputError(

@@ -35,7 +35,16 @@ class OneShotModel:
 
 
 def load_oneshot_model(model_dir, device: torch.device) -> OneShotModel:
-    """The folder's network (weights verified by sha256, read with safetensors), atlas and label values."""
+    """The folder's network (weights verified by sha256, read with safetensors), atlas and label values; read once
+    per process where :mod:`bijros.memo` is on (a batch worker; the network is used read-only)."""
+    from bijros import memo
+
+    key = memo.file_key(model_dir)
+    return memo.cached(None if key is None else ("oneshot-model", key, str(device)),
+                       lambda: _load_oneshot_model(model_dir, device), dataclasses.replace)
+
+
+def _load_oneshot_model(model_dir, device: torch.device) -> OneShotModel:
     from bijros.io import load_image
     from bijros.models.bijros_net import BiJROSNet
     from bijros.oneshot.checkpoint import load_tensors, read_model_entry
