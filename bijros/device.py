@@ -31,12 +31,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise DeviceError(f"Unknown device '{name}'. Use auto, cpu, cuda, cuda:N or mps.")
 
 
-def configure_threads() -> int:
-    """Use every core the process may run on (torch defaults to physical cores only)."""
+def configure_threads(share: int = 1) -> int:
+    """Use every core the process may run on (torch defaults to physical cores only), or its 1/``share`` where
+    ``share`` processes run side by side (torchrun on the CPU); ``BIJROS_NUM_THREADS`` wins."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS / Windows
         n = os.cpu_count() or 1
+    n = max(1, n // max(1, share))
     n = int(os.environ.get("BIJROS_NUM_THREADS", n))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)

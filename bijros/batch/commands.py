@@ -16,8 +16,10 @@ def add_parser(sub) -> None:
                         "are read from the manifest's folder")
     b.add_argument("--out", required=True, help="batch folder: summary.csv, .bijros-batch/ (job records), and the "
                                                 "job folders of rows without an 'out'")
-    b.add_argument("--jobs-per-device", type=int, default=1,
-                   help="worker processes per device (default 1); on the CPU the cores are split between them")
+    b.add_argument("--jobs-per-device", type=int, default=None,
+                   help="worker processes per device; on the CPU the cores are split between them (default: 1 per GPU; "
+                        "on the CPU 2 where it has 2 cores or more: one job's reading, writing and single-threaded "
+                        "steps then overlap the other's arithmetic)")
     b.add_argument("--device", default="auto",
                    help="auto (default: under torchrun each rank its local GPU cuda:LOCAL_RANK, else the CPU), cpu, "
                         "cuda:N; a row's own 'device' cell wins")

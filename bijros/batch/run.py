@@ -127,19 +127,32 @@ class Workers:
                 slot["proc"].kill()
 
 
-def run_batch(manifest, out, jobs_per_device: int = 1, device: str = "auto", progress: str = "bar") -> list[dict]:
+def default_jobs_per_device(device: str, local_world: int) -> int:
+    """1 on a GPU; on the CPU 2 where each rank has 2 cores or more, else 1."""
+    if device != "cpu":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        cores = os.cpu_count() or 1
+    return 2 if cores // max(1, local_world) >= 2 else 1
+
+
+def run_batch(manifest, out, jobs_per_device: int | None = None, device: str = "auto",
+              progress: str = "bar") -> list[dict]:
     """Run this rank's share of the manifest; rank 0 returns the whole summary (the others: their rows)."""
     from bijros.batch.manifest import load_manifest
     from bijros.batch.records import complete
     from bijros.batch.shard import job_work, shard
     from bijros.io.outputs import check_out_dir, prepare_out_dir
 
-    if jobs_per_device < 1:
+    if jobs_per_device is not None and jobs_per_device < 1:
         raise InputError("--jobs-per-device must be 1 or more.")
     rank, size, local_rank, local_world = world()
     check_out_dir(out)
     jobs = load_manifest(manifest, out)  # every rank reads and checks the same manifest
     dev = rank_device(device, local_rank)
+    jobs_per_device = jobs_per_device or default_jobs_per_device(dev, local_world)
     prepare_out_dir(out)
     mine = [jobs[i] for i in shard([job_work(j) for j in jobs], size)[rank]]
     rows, todo = [], []

@@ -59,15 +59,13 @@ def train_fewshot(cfg: FewShotConfig, out_dir: str | Path, command: str = "", pr
     from tqdm import tqdm
 
     import bijros
-    from bijros.device import configure_threads, resolve_device
     from bijros.fewshot.episodes import SliceEpisodes
     from bijros.fewshot.gmrd import GMRD, episode_loss
     from bijros.models.weights import sha256_file
+    from bijros.training import distributed
     from bijros.training.synth import SynthGenerator, SynthOptions, load_label_maps
 
-    device = resolve_device(cfg.device)
-    if device.type == "cpu":
-        configure_threads()
+    dp, device = distributed.setup(cfg.device)
     maps = load_label_maps(cfg.labelmaps, cfg.spacing_mm, cfg.max_maps)
     if cfg.validation_maps and len(maps) - cfg.validation_maps < 1:
         raise InputError(f"validation_maps={cfg.validation_maps} leaves no map to train on ({len(maps)} maps)")
@@ -77,7 +75,7 @@ def train_fewshot(cfg: FewShotConfig, out_dir: str | Path, command: str = "", pr
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = GMRD(**cfg.model_config).to(device)
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    optim = distributed.synced(torch.optim.Adam(model.parameters(), lr=cfg.learning_rate), dp)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     options = SynthOptions(**cfg.synth)
     episodes = SliceEpisodes(SynthGenerator(train_maps, options, device, gen), **cfg.episodes)
@@ -94,6 +92,7 @@ def train_fewshot(cfg: FewShotConfig, out_dir: str | Path, command: str = "", pr
         optim.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         step, history, validation, best = int(state["step"]), state["history"], state["validation"], state["best"]
+    distributed.rank_generator(gen, cfg.seed, dp, step)  # under torchrun: each process its own episodes
 
     def validate() -> float:
         model.eval()
@@ -109,9 +108,9 @@ def train_fewshot(cfg: FewShotConfig, out_dir: str | Path, command: str = "", pr
         torch.save(state, out / "checkpoint.pt.tmp")
         os.replace(out / "checkpoint.pt.tmp", ckpt)
 
-    if val_batches and not validation:
+    if val_batches and not validation and dp.main:
         validation.append([0, validate()])
-    bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not progress, desc="gmrd")
+    bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not progress or not dp.main, desc="gmrd")
     start = time.monotonic()
     while step < cfg.steps:
         b = episodes.sample(cfg.batch_size)
@@ -123,7 +122,7 @@ def train_fewshot(cfg: FewShotConfig, out_dir: str | Path, command: str = "", pr
         history.append([step, float(terms["loss"].item()), float(terms["query"].item())])
         bar.update(1)
         bar.set_postfix(loss=f"{terms['loss'].item():.4f}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        if (step % cfg.checkpoint_every == 0 or step == cfg.steps) and dp.main:
             if val_batches:
                 score = validate()
                 validation.append([step, score])
@@ -133,6 +132,9 @@ def train_fewshot(cfg: FewShotConfig, out_dir: str | Path, command: str = "", pr
                             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
             save()
     bar.close()
+    if not dp.main:
+        distributed.finish(dp)
+        return {"step": step, "out": str(out), "best": None}
     weights = best["model"] if best else model.state_dict()
     path = out / "model.safetensors"
     save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(path),
@@ -145,7 +147,10 @@ def train_fewshot(cfg: FewShotConfig, out_dir: str | Path, command: str = "", pr
              "training_data_license": cfg.data_license, "command": command,
              "training": {"steps": step, "seconds": round(time.monotonic() - start, 1),
                           "config": dataclasses.asdict(cfg), "validation": validation,
-                          "steps_of_exported_weights": best["step"] if best else step},
+                          "steps_of_exported_weights": best["step"] if best else step,
+                          "parallel": distributed.describe(dp, cfg.batch_size, cfg.learning_rate,
+                                                           "all_reduce of the gradients in the optimizer step")},
              "benchmark": None, "bijros_version": bijros.__version__, "torch_version": torch.__version__}
     (out / "model.json").write_text(json.dumps(entry, indent=1), encoding="utf-8")
+    distributed.finish(dp)
     return {"step": step, "out": str(out), "best": best["score"] if best else None}

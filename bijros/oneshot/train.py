@@ -145,22 +145,22 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
     from tqdm import tqdm
 
     import bijros
-    from bijros.device import configure_threads, resolve_device
     from bijros.io import load_image, save_image, write_label_table
     from bijros.models.bijros_net import BiJROSNet
     from bijros.oneshot import bilevel, brbs
     from bijros.oneshot.cohort import Cohort, choose_spacing, list_images, prepare_cohort
+    from bijros.training import distributed
 
     cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = _check_run_folder(out, cfg)
-    device = resolve_device(cfg.device)
-    if device.type == "cpu":
-        configure_threads()
+    dp, device = distributed.setup(cfg.device)
     atlas = load_image(atlas_path)
     atlas_labels = load_image(atlas_labels_path, label_map=True)
     report = progress or (lambda f, m: None)
+    if not dp.main:  # under torchrun rank 0 prepares the cohort (its io propagations) once; the others read it
+        distributed.barrier(dp)
     if (out / "cohort.json").is_file():
         cohort = Cohort.load(out, atlas_labels.label_table)
     else:
@@ -177,6 +177,8 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
         save_image(atlas_labels, out / "atlas_labels.nii.gz")
         if atlas_labels.label_table is not None:
             write_label_table(atlas_labels.label_table, out / "labels.csv")
+    if dp.main:
+        distributed.barrier(dp)
     if cfg.pseudo_labels == "io" and cohort.pseudo is None:
         raise InputError(f"{out} was prepared without io pseudo labels; use another --out folder.")
 
@@ -187,6 +189,9 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
              "seg": torch.optim.Adam(model.segmentation_parameters(), lr=cfg.learning_rate),
              "reg": torch.optim.Adam(model.registration_parameters() if cfg.recipe == "bijros" else pre_params,
                                      lr=cfg.learning_rate)}
+    # under torchrun each step() first averages its parameters' gradients over the processes (the bi-level step's
+    # hyper-gradients come from torch.autograd.grad, which DistributedDataParallel's hooks do not see)
+    optim = {name: distributed.synced(opt, dp) for name, opt in optim.items()}
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     history: list[list] = []
     step, seconds = 0, 0.0
@@ -200,6 +205,7 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
         if "pseudo" in tensors:  # refreshed by self-training before the checkpoint
             cohort.pseudo = tensors["pseudo"].long()
     refreshed = bool(meta and meta.get("pseudo_refreshed"))
+    distributed.rank_generator(gen, cfg.seed, dp, step)  # under torchrun: each process its own samples
 
     atlas_t = cohort.atlas[None].to(device)
     atlas_oh = bilevel.one_hot(cohort.atlas_classes, cohort.classes).to(device)
@@ -213,6 +219,8 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
         return cohort.images[i][None, None].to(device)
 
     def save() -> None:
+        if not dp.main:
+            return
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         opt_meta = {}
         for name, opt in optim.items():
@@ -229,16 +237,22 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
 
     budget = Budget(cfg, step, seconds)
     total = cfg.iterations if cfg.iterations is not None else int(60 * cfg.minutes)
-    progress_bar = tqdm(total=total, initial=min(total, step if cfg.iterations else int(seconds)), disable=not bar,
+    progress_bar = tqdm(total=total, initial=min(total, step if cfg.iterations else int(seconds)),
+                        disable=not bar or not dp.main,
                         desc=cfg.recipe, unit="step" if cfg.iterations else "s")
     interrupted = False
     atlas_feats = None  # the frozen encoder's features of the atlas (bijros recipe, after pretraining)
     with Stop() as stop:
         try:
-            while budget.fraction < 1.0 and not stop.requested:
-                phase = "pretrain" if budget.fraction < cfg.pretrain_fraction else "train"
+            while True:
+                # rank 0's budget and stop request decide for every process (all take the same steps)
+                fraction = distributed.agree(2.0 if stop.requested else budget.fraction, dp)
+                if fraction >= 1.0:
+                    stop.requested = stop.requested or fraction > 1.5
+                    break
+                phase = "pretrain" if fraction < cfg.pretrain_fraction else "train"
                 if (cfg.recipe == "bijros" and cohort.pseudo is not None and cfg.pseudo_refresh is not None
-                        and not refreshed and budget.fraction >= cfg.pseudo_refresh):
+                        and not refreshed and fraction >= cfg.pseudo_refresh):
                     cohort.pseudo = self_labels(model, cohort, device)
                     refreshed = True
                 if phase == "pretrain":
@@ -282,9 +296,12 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
         interrupted = interrupted or stop.requested
         save()
     progress_bar.close()
-    if interrupted:
-        return {"step": budget.step, "out": str(out), "interrupted": True}
-    entry = export(model, cohort, cfg, out, budget, command)
+    if interrupted or not dp.main:
+        distributed.finish(dp)
+        return {"step": budget.step, "out": str(out), "interrupted": interrupted}
+    entry = export(model, cohort, cfg, out, budget, command, distributed.describe(
+        dp, 1, cfg.learning_rate, "all_reduce of the gradients in each optimizer step"))
+    distributed.finish(dp)
     return {"step": budget.step, "out": str(out), "interrupted": False, "model": entry["name"],
             "bijros_version": bijros.__version__}
 
@@ -298,7 +315,8 @@ def self_labels(model, cohort, device) -> torch.Tensor:
     return torch.stack(labels)
 
 
-def export(model, cohort, cfg: OneShotConfig, out: Path, budget: Budget, command: str) -> dict:
+def export(model, cohort, cfg: OneShotConfig, out: Path, budget: Budget, command: str,
+           parallel: dict | None = None) -> dict:
     import bijros
 
     entry = {"name": out.name, "task": "oneshot", "recipe": cfg.recipe, "pseudo_labels": cfg.pseudo_labels,
@@ -310,7 +328,7 @@ def export(model, cohort, cfg: OneShotConfig, out: Path, budget: Budget, command
              "atlas": {"image": "atlas_image.nii.gz", "labels": "atlas_labels.nii.gz"},
              "cohort": {"images": len(cohort.names), "skipped": cohort.skipped},
              "training": {"steps": budget.step, "seconds": round(budget.seconds, 1), "config": dataclasses.asdict(cfg),
-                          "command": command},
+                          "command": command, "parallel": parallel},
              "bijros_version": bijros.__version__, "torch_version": torch.__version__}
     save_tensors(dict(model.state_dict()), entry, out, "model")
     return entry

@@ -28,7 +28,7 @@ def registration_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], we
     from bijros.models.spatial import warp
     from bijros.registration.similarity import diffusion_penalty, lncc_loss
 
-    if getattr(model, "uses_regions", False):  # the TextSCF head: the fixed image's region map too
+    if getattr(getattr(model, "module", model), "uses_regions", False):  # (DDP keeps the model in .module)  # the TextSCF head: the fixed image's region map too
         if "fixed_regions" not in batch:
             from bijros.errors import InputError
 

@@ -175,7 +175,7 @@ def _save_checkpoint(path: Path, model, optim, step: int, gen: torch.Generator, 
 
 
 def _export(model, cfg: TrainConfig, out: Path, history, command: str, n_maps: int, num_classes: int,
-            val: dict) -> dict:
+            val: dict, parallel: dict | None = None) -> dict:
     """Write model.safetensors (the best held-out checkpoint when validating, else the last) and model.json."""
     from safetensors.torch import save_file
 
@@ -202,7 +202,8 @@ def _export(model, cfg: TrainConfig, out: Path, history, command: str, n_maps: i
         "training": {"steps": len(history) and int(history[-1][0]), "batch_size": cfg.batch_size,
                      "crop": cfg.synth.get("crop"), "dice_classes": num_classes, "seed": cfg.seed,
                      "final_loss_mean_last_10pct": sum(h[1] for h in tail) / len(tail) if tail else None,
-                     "config": dataclasses.asdict(cfg), "validation": _validation_summary(cfg, val)},
+                     "config": dataclasses.asdict(cfg), "validation": _validation_summary(cfg, val),
+                     "parallel": parallel},
         "command": command,
         "benchmark": None,
         "bijros_version": bijros.__version__,
@@ -275,13 +276,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
     """Train (or resume) into ``out_dir``; returns ``{"step", "loss", "out", "resumed_from"}``."""
     from tqdm import tqdm
 
-    from bijros.device import configure_threads, resolve_device
     from bijros.models import build_model, count_parameters
+    from bijros.training import distributed
     from bijros.training.synth import SynthGenerator, SynthOptions, load_label_maps
 
-    device = resolve_device(cfg.device)
-    if device.type == "cpu":
-        configure_threads()
+    dp, device = distributed.setup(cfg.device)
     out = Path(out_dir)
     options = SynthOptions(**cfg.synth)
     maps = load_label_maps(cfg.labelmaps, cfg.spacing_mm, cfg.max_maps, align=cfg.align_maps)
@@ -305,6 +304,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
     optim = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     step, history, resumed_from = 0, [], None
+    parallel = distributed.describe(dp, cfg.batch_size, cfg.learning_rate, "DistributedDataParallel")
     val: dict = {"history": [], "best": None}
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
@@ -322,7 +322,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
         val["history"] = [list(map(float, v)) for v in state.get("validation", [])]
         val["best"] = state.get("best")
         resumed_from = step
+    distributed.rank_generator(gen, cfg.seed, dp, step)
     synth.gen = gen
+    net = distributed.wrap(model, dp, device)  # under torchrun: DDP averages the gradients in backward()
     val_sets, val_classes = None, 0
     if held_out:
         from bijros.training.validation import validate, validation_pairs
@@ -340,18 +342,18 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
     use_amp = cfg.amp and device.type == "cuda"
     weights = {"dice": 1.0, "smooth": 1.0, "image": 0.0, **cfg.loss}
 
-    bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not progress, dynamic_ncols=True,
+    bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not progress or not dp.main, dynamic_ncols=True,
                desc=f"{cfg.model} ({count_parameters(model) / 1e6:.2f} M params) on {device}")
     start = time.monotonic() - (history[-1][5] if history else 0.0)
     model.train()
-    if val_sets is not None and not val["history"]:
+    if val_sets is not None and not val["history"] and dp.main:
         run_validation()  # step 0: the untrained model returns zero flow, the no-registration baseline
     try:
         while step < cfg.steps:
             batch = synth.sample(cfg.batch_size)
             optim.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                terms = registration_loss(model, batch, weights, synth.num_classes)
+                terms = registration_loss(net, batch, weights, synth.num_classes)
             loss = terms["loss"]
             if not math.isfinite(loss.item()):
                 raise InputError(f"the loss became {loss.item()} at step {step + 1}; lower learning_rate")
@@ -363,18 +365,23 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
                             terms["flow"].item() if "flow" in terms else 0.0])
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", dice=f"{1 - terms['dice'].item():.3f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if (step % cfg.checkpoint_every == 0 or step == cfg.steps) and dp.main:
                 if val_sets is not None:
                     run_validation()
                     _write_validation_csv(val["history"], out / "validation.csv")
                 _save_checkpoint(ckpt_path, model, optim, step, gen, history, cfg, val)
                 _write_csv(history, out / "loss.csv")
     except KeyboardInterrupt:
-        _save_checkpoint(ckpt_path, model, optim, step, gen, history, cfg, val)
-        _write_csv(history, out / "loss.csv")
+        if dp.main:
+            _save_checkpoint(ckpt_path, model, optim, step, gen, history, cfg, val)
+            _write_csv(history, out / "loss.csv")
         raise
     finally:
         bar.close()
+    if not dp.main:  # rank 0 writes the run's files
+        distributed.finish(dp)
+        return {"step": step, "loss": history[-1][1] if history else None, "out": str(out),
+                "resumed_from": resumed_from}
     if not ckpt_path.exists():  # steps == 0
         _save_checkpoint(ckpt_path, model, optim, step, gen, history, cfg, val)
     _write_csv(history, out / "loss.csv")
@@ -382,5 +389,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: str = "", progress: bo
         _write_validation_csv(val["history"], out / "validation.csv")
     _plot(history, out / "loss.png", val["history"])
     model.eval()
-    _export(model, cfg, out, history, command, len(maps), synth.num_classes, val)
+    _export(model, cfg, out, history, command, len(maps), synth.num_classes, val, parallel)
+    distributed.finish(dp)
     return {"step": step, "loss": history[-1][1] if history else None, "out": str(out), "resumed_from": resumed_from}
