@@ -191,3 +191,49 @@ def test_torchrun_with_two_gloo_processes_gives_the_same_summary_as_one(cohort, 
     assert same(rows_one) == same(rows_two)
     for i in range(4):
         assert outputs(one / f"t{i}") == outputs(two / f"t{i}")
+
+
+def test_a_json_lines_manifest_mixes_register_segment_and_fewshot(cohort, tmp_path):
+    from test_fewshot import tiny_model_json
+    from test_oneshot import _cfg, _train
+
+    fewshot_model, _ = tiny_model_json(tmp_path / "gmrd")
+    sparse = np.zeros_like(load_image(cohort / "atlas_labels.nii.gz", label_map=True).array)
+    full = load_image(cohort / "atlas_labels.nii.gz", label_map=True)
+    sparse[:, :, [8, 12, 16]] = full.array[:, :, [8, 12, 16]]  # three painted slices
+    save_image(Image(sparse, full.ijk_to_ras), tmp_path / "painted.nii.gz")
+    _train(cohort_images(cohort, tmp_path), tmp_path / "oneshot", _cfg(iterations=3))
+    rows = [{"kind": "register", "job": "reg", "fixed": str(cohort / "t0.nii.gz"), "moving": str(cohort / "atlas.nii.gz"),
+             "moving_labels": str(cohort / "atlas_labels.nii.gz"), "preset": "fast", "spacing": 3,
+             "diffeomorphic": True, "no_qc": False},
+            {"kind": "segment", "job": "seg", "model": str(tmp_path / "oneshot"), "image": str(cohort / "t1.nii.gz"),
+             "no_propagation": True},
+            {"kind": "fewshot", "job": "fs", "support_image": str(cohort / "atlas.nii.gz"), "support_labels":
+             str(tmp_path / "painted.nii.gz"), "query": str(cohort / "atlas.nii.gz"), "model": str(fewshot_model),
+             "label": 2}]
+    manifest = tmp_path / "mixed.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "batch"
+    proc = bijros("batch", "--manifest", manifest, "--out", out, "--jobs-per-device", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["status"] for r in summary(out)] == ["ok", "ok", "ok"]
+    assert json.loads((out / "reg" / "report.json").read_text())["diffeomorphic"] is True
+    assert (out / "reg" / "displacement.nii.gz").is_file() and (out / "reg" / "qc.png").is_file()
+    assert (out / "seg" / "labels.nii.gz").is_file() and not (out / "seg" / "labels_propagated.nii.gz").exists()
+    single = tmp_path / "fs_single"
+    proc = bijros("fewshot", "--support-image", cohort / "atlas.nii.gz", "--support-labels", tmp_path / "painted.nii.gz",
+                  "--query", cohort / "atlas.nii.gz", "--model", fewshot_model, "--label", "2", "--out", single,
+                  "--device", "cpu", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "fs" / "labels.nii.gz").read_bytes() == (single / "labels.nii.gz").read_bytes()
+
+
+def cohort_images(cohort: Path, tmp_path: Path) -> Path:
+    """The cohort laid out as test_oneshot's trainer expects: atlas.nii.gz, atlas_labels.nii.gz, images/."""
+    folder = tmp_path / "oneshot_cohort"
+    (folder / "images").mkdir(parents=True)
+    for name in ("atlas.nii.gz", "atlas_labels.nii.gz"):
+        (folder / name).write_bytes((cohort / name).read_bytes())
+    for i in range(3):
+        (folder / "images" / f"t{i}.nii.gz").write_bytes((cohort / f"t{i}.nii.gz").read_bytes())
+    return folder
