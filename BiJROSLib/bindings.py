@@ -5,7 +5,8 @@ parameter name, kind, default); this module does the rest: defaults, parameter n
 widgets -> parameter node, change signals, and the typed values for the logic. The parameter
 node stores strings, as ``vtkMRMLScriptedModuleNode`` does, and is saved with the scene.
 
-Kinds: ``node`` (qMRMLNodeComboBox <-> node reference), ``choice`` (QComboBox item data),
+Kinds: ``node`` (qMRMLNodeComboBox <-> node reference), ``nodes`` (qMRMLCheckableNodeComboBox's checked nodes
+<-> the node references of one role), ``choice`` (QComboBox item data),
 ``bool`` (QCheckBox / QRadioButton; stored as "true"/"false", or as the two ``states`` given:
 ``states=("scene", "library")`` stores "scene" when checked), ``float`` (QDoubleSpinBox; 0 means "from the preset"),
 ``text`` (QLineEdit), ``int`` (QSpinBox), ``radio`` (a group of QRadioButtons: ``widget`` lists their
@@ -21,6 +22,7 @@ import dataclasses
 
 SIGNALS = {
     "node": "currentNodeChanged(vtkMRMLNode*)",
+    "nodes": "checkedNodesChanged()",
     "choice": "currentIndexChanged(int)",
     "bool": "toggled(bool)",
     "float": "valueChanged(double)",
@@ -64,6 +66,13 @@ def updateWidgets(ui, parameterNode, bindings) -> None:
         widget = getattr(ui, b.widget)
         if b.kind == "node":
             widget.setCurrentNode(parameterNode.GetNodeReference(b.parameter))
+        elif b.kind == "nodes":
+            import qt
+
+            checked = {n.GetID() for n in _references(parameterNode, b.parameter)}
+            for i in range(widget.nodeCount()):
+                node = widget.nodeFromIndex(i)
+                widget.setCheckState(node, qt.Qt.Checked if node.GetID() in checked else qt.Qt.Unchecked)
         elif b.kind == "choice":
             index = widget.findData(parameterNode.GetParameter(b.parameter))
             widget.setCurrentIndex(index if index >= 0 else max(0, widget.findData(b.default)))
@@ -89,6 +98,10 @@ def updateParameters(ui, parameterNode, bindings) -> None:
             widget = getattr(ui, b.widget)
             if b.kind == "node":
                 parameterNode.SetNodeReferenceID(b.parameter, widget.currentNodeID)
+            elif b.kind == "nodes":
+                parameterNode.RemoveNodeReferenceIDs(b.parameter)
+                for node in widget.checkedNodes():
+                    parameterNode.AddNodeReferenceID(b.parameter, node.GetID())
             elif b.kind == "choice":
                 parameterNode.SetParameter(b.parameter, widget.currentData or b.default)
             elif b.kind == "bool":
@@ -109,6 +122,9 @@ def values(parameterNode, bindings) -> dict:
         if b.kind == "node":
             result[b.parameter] = parameterNode.GetNodeReference(b.parameter)
             continue
+        if b.kind == "nodes":
+            result[b.parameter] = _references(parameterNode, b.parameter)
+            continue
         text = parameterNode.GetParameter(b.parameter)
         if b.kind == "bool":
             result[b.parameter] = (text == "true") if b.states == ("true", "false") else (text or b.default)
@@ -122,6 +138,11 @@ def values(parameterNode, bindings) -> dict:
         else:
             result[b.parameter] = text or None
     return result
+
+
+def _references(parameterNode, role: str) -> list:
+    nodes = (parameterNode.GetNthNodeReference(role, i) for i in range(parameterNode.GetNumberOfNodeReferences(role)))
+    return [n for n in nodes if n is not None]
 
 
 def _float(text, default=0.0) -> float:

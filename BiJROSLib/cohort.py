@@ -7,6 +7,7 @@ Console example::
     logic = slicer.util.getModuleLogic("FewShotSegment")
     job = logic.startCohortTraining(atlasNode, atlasSegNode, cohortFolder="/data/study", modelName="hippo",
                                     minutes=20)
+    job = logic.startCohortTraining(atlasName="mni152-desikan-killiany", cohortVolumes=[v1, v2, v3])
     job.wait(); logic.finishJob(job)                  # {"model": folder, "report": model.json}
     logic.oneShotModels()                             # [{"name", "folder", "recipe", "steps", ...}]
     nodes = logic.segmentWithModel(targetNode, "hippo")   # {"segmentation": ..., "report": ...}
@@ -50,31 +51,41 @@ class CohortLogic(EngineLogic):
 
         return list_models(self.oneShotModelsFolder())
 
-    def cohortProblem(self, atlasVolume, atlasSegmentation, cohortVolumes=None, cohortFolder=None) -> str:
-        """'' when training can start, else why not."""
-        reason = (checkScalarVolume(atlasVolume, "atlas volume")
-                  or nonTransformedReason(atlasVolume, "atlas volume"))
-        if reason:
-            return reason
-        if atlasSegmentation is None:
-            return "Select the atlas segmentation (the labelled structures the model learns)."
-        reason = segmentationProblem(atlasSegmentation, "atlas")
-        if reason:
-            return reason
+    def cohortProblem(self, atlasVolume, atlasSegmentation, cohortVolumes=None, cohortFolder=None,
+                      atlasName: str | None = None) -> str:
+        """'' when training can start, else why not. The atlas is a scene volume + segmentation, or the library
+        atlas ``atlasName`` when no atlas volume is given."""
+        if atlasVolume is None and atlasName:
+            if atlasName not in self.atlasNames():
+                return f"Unknown atlas '{atlasName}'. Available atlases: {', '.join(self.atlasNames())}."
+        else:
+            reason = (checkScalarVolume(atlasVolume, "atlas volume")
+                      or nonTransformedReason(atlasVolume, "atlas volume"))
+            if reason:
+                return reason
+            if atlasSegmentation is None:
+                return "Select the atlas segmentation (the labelled structures the model learns)."
+            reason = segmentationProblem(atlasSegmentation, "atlas")
+            if reason:
+                return reason
         if cohortFolder:
             return "" if Path(cohortFolder).is_dir() else f"The cohort folder {cohortFolder} does not exist."
-        others = [v for v in (cohortVolumes or []) if v is not None and v.GetID() != atlasVolume.GetID()]
+        atlasID = atlasVolume.GetID() if atlasVolume is not None else None
+        others = [v for v in (cohortVolumes or []) if v is not None and v.GetID() != atlasID]
         if len(others) < 2:
             return ("The cohort needs at least 2 unlabelled volumes besides the atlas: load them into the scene, or "
                     "choose a folder of images.")
         return ""
 
-    def startCohortTraining(self, atlasVolume, atlasSegmentation, cohortVolumes=None, cohortFolder=None,
+    def startCohortTraining(self, atlasVolume=None, atlasSegmentation=None, cohortVolumes=None, cohortFolder=None,
                             modelName: str = "one-shot model", recipe: str = "bijros", minutes: float | None = None,
-                            iterations: int | None = None, device: str = "auto") -> CohortJob:
-        """Start training (returns at once). The cohort is ``cohortVolumes`` (volume nodes; the atlas is left out)
-        or every image in ``cohortFolder``; the budget is ``minutes`` (default 20) or ``iterations``. A model folder of that name that holds an unfinished run of the same
-        recipe is continued. ``finishJob`` returns {"model": folder, "report": its model.json}."""
+                            iterations: int | None = None, device: str = "auto",
+                            atlasName: str | None = None) -> CohortJob:
+        """Start training (returns at once). The atlas is ``atlasVolume`` + ``atlasSegmentation`` from the scene,
+        or the library atlas ``atlasName``. The cohort is ``cohortVolumes`` (volume nodes; the atlas is left out)
+        or every image in ``cohortFolder``; the budget is ``minutes`` (default 20) or ``iterations``. A model
+        folder of that name that holds an unfinished run of the same recipe is continued. ``finishJob`` returns
+        {"model": folder, "report": its model.json}."""
         from bijros.io import save_image
         from bijros.oneshot.library import model_folder_name
 
@@ -84,7 +95,9 @@ class CohortLogic(EngineLogic):
             raise ValueError("Give the training budget as minutes or as iterations, not both.")
         if minutes is None and iterations is None:
             minutes = 20.0
-        reason = self.cohortProblem(atlasVolume, atlasSegmentation, cohortVolumes, cohortFolder)
+        if atlasVolume is None and not atlasName:
+            raise ValueError("Give the atlas: a volume and its segmentation from the scene, or a library atlas name.")
+        reason = self.cohortProblem(atlasVolume, atlasSegmentation, cohortVolumes, cohortFolder, atlasName)
         if reason:
             raise ValueError(reason)
         self._checkDependencies()
@@ -93,23 +106,35 @@ class CohortLogic(EngineLogic):
         request = JobRequest(kind="oneshot-train", fixedVolume=atlasVolume, movingVolume=None,
                              movingSegmentation=atlasSegmentation, outputTransform=None, method=recipe,
                              createWarpedVolume=False, createSegmentation=False, createJacobian=False,
-                             createTransform=False, fixedName=atlasVolume.GetName(), movingName="",
-                             segmentationName="")
+                             createTransform=False, fixedName=atlasVolume.GetName() if atlasVolume else atlasName,
+                             movingName="", segmentationName="")
         workdir = self._workFolder()
         try:
-            self._exportSceneAtlas(atlasVolume, atlasSegmentation, workdir)
+            if atlasVolume is not None:
+                self._exportSceneAtlas(atlasVolume, atlasSegmentation, workdir)
+                atlasArgs = ["--atlas", "atlas.nii", "--atlas-labels", "atlas_labels.nii"]
+            else:
+                from .atlases import resolveAtlas
+
+                files = resolveAtlas(atlasName)  # a clear error when its package or files are missing
+                atlasArgs = ["--atlas", str(files.imagePath), "--atlas-labels", str(files.labelsPath)]
+                if files.tablePath:
+                    atlasArgs += ["--labels-table", str(files.tablePath)]
+                if files.atlas.resample_labels:
+                    atlasArgs.append("--resample-labels")
             if cohortFolder:
                 images = str(cohortFolder)
             else:
                 lines = []
-                for n, volume in enumerate(v for v in cohortVolumes if v.GetID() != atlasVolume.GetID()):
+                atlasID = atlasVolume.GetID() if atlasVolume is not None else None
+                for n, volume in enumerate(v for v in cohortVolumes if v.GetID() != atlasID):
                     save_image(volumeNodeToImage(volume, role=f"cohort volume '{volume.GetName()}'"),
                                workdir / f"cohort_{n:04d}.nii")
                     lines.append(f"cohort_{n:04d}.nii")
                 (workdir / "cohort.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
                 images = "cohort.txt"
             budget = ["--minutes", f"{float(minutes):g}"] if minutes is not None else ["--iterations", str(int(iterations))]
-            args = ["train-oneshot", "--atlas", "atlas.nii", "--atlas-labels", "atlas_labels.nii", "--images", images,
+            args = ["train-oneshot", *atlasArgs, "--images", images,
                     "--recipe", recipe, *budget, "--device", device, "--out", str(folder)]
             runner = ProcessRunner()
             job = CohortJob(runner, workdir, request, folder)

@@ -49,8 +49,8 @@ names and colours. The atlas is a volume and segmentation from the scene, or one
 atlas library (brain MRI). The engine runs in the background: Slicer stays responsive and Cancel stops it.
 With several atlases from a library (a folder of labelled images), the atlases are ranked for the target,
 the best ones registered and their labels fused (majority vote or locally weighted voting), with a
-confidence volume. Cohort learning trains a segmentation model from one atlas (scene volume + segmentation)
-and a cohort of unlabelled volumes (Bi-JROS bi-level decoders, or BRBS), then segments the target or every
+confidence volume. Cohort learning trains a segmentation model from one atlas (a library atlas, or a scene volume +
+segmentation) and a cohort of unlabelled volumes (checked in the scene, or a folder) (Bi-JROS bi-level decoders, or BRBS), then segments the target or every
 volume in the scene with it; trained models are kept and can be picked again. Not in this version yet:
 few-shot slice segmentation (GMRD).
 See the <a href="{README_URL}">BiJROS documentation</a> for the console API and examples.

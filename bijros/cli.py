@@ -430,7 +430,8 @@ def _atlas_paths(args) -> tuple[str, str]:
         args.resample_labels = True  # library labels live in the template's world space, on their own grid
         return str(entry.image_path), str(entry.labels_path)
     if not args.atlas or not args.atlas_labels:
-        raise BijrosError("propagate needs --atlas IMG and --atlas-labels LAB (or --atlas-name NAME from the library).")
+        raise BijrosError(f"{args.command} needs --atlas IMG and --atlas-labels LAB (or --atlas-name NAME from the "
+                          "library).")
     return args.atlas, args.atlas_labels
 
 

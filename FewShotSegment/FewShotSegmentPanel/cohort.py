@@ -1,6 +1,7 @@
-"""Cohort learning: train a one-shot model (Bi-JROS or BRBS) from the scene atlas and a cohort of unlabelled
-volumes (the other volumes in the scene, or a folder), with live progress, ETA and the loss plot; pick a trained
-model and segment the target, or every volume in the scene, one segmentation each."""
+"""Cohort learning: train a one-shot model (Bi-JROS or BRBS) from one atlas (the Atlas section's library atlas, or
+its scene volume + segmentation) and a cohort of unlabelled volumes (those checked in the scene, or a folder), with
+live progress, ETA and the loss plot; pick a trained model and segment the target, or every volume in the scene,
+one segmentation each."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class CohortSection:
         return [
             Binding("cohortSceneRadioButton|cohortFolderRadioButton", "CohortSource", "radio", "scene",
                     states=("scene", "folder")),
+            Binding("cohortVolumesComboBox", "CohortVolume", "nodes"),
             Binding("recipeComboBox", "Recipe", "choice", "bijros"),
             Binding("cohortMinutesSpinBox", "CohortMinutes", "float", "20"),
             Binding("modelNameLineEdit", "OneShotModelName", "text", "one-shot model"),
@@ -45,11 +47,13 @@ class CohortSection:
         ui.trainButton.enabled = idle and not reason
         ui.trainButton.toolTip = reason or ("Align the cohort to the atlas, then train for the time set; progress "
                                             "below. Cancel keeps the last checkpoint: Train again continues.")
-        ui.cohortFolderButton.enabled = widget._parameterNode.GetParameter("CohortSource") == "folder"
+        fromFolder = widget._parameterNode.GetParameter("CohortSource") == "folder"
+        ui.cohortFolderButton.enabled = fromFolder
+        ui.cohortVolumesComboBox.enabled = not fromFolder
         model = widget._parameterNode.GetParameter("OneShotModel")
         target = widget._parameterNode.GetNodeReference("TargetVolume")
         ui.segmentTargetButton.enabled = idle and bool(model) and target is not None
-        ui.segmentAllButton.enabled = idle and bool(model) and bool(cohortVolumes(widget, withAtlas=True))
+        ui.segmentAllButton.enabled = idle and bool(model) and bool(sceneVolumes(widget))
         if idle and model:  # the chosen model's training curve
             showLossPlot(widget, widget.logic.oneShotModelsFolder() / model / "loss.png")
 
@@ -61,37 +65,51 @@ class CohortSection:
             showLossPlot(widget, Path(folder) / "loss.png")
 
 
-def sceneAtlas(widget):
+def trainingAtlas(widget):
+    """(atlas volume, its segmentation, library atlas name): the Atlas section's choice (Nones for multi-atlas)."""
     node = widget._parameterNode
-    if node.GetParameter("AtlasSource") != "scene":
-        return None, None
-    return node.GetNodeReference("AtlasVolume"), node.GetNodeReference("AtlasSegmentation")
+    source = node.GetParameter("AtlasSource") or "library"
+    if source == "scene":
+        return node.GetNodeReference("AtlasVolume"), node.GetNodeReference("AtlasSegmentation"), None
+    if source == "library":
+        return None, None, node.GetParameter("AtlasName") or None
+    return None, None, None
 
 
-def cohortVolumes(widget, withAtlas: bool = False) -> list:
-    """Every scalar volume in the scene (not label maps), the scene atlas left out unless ``withAtlas``."""
-    atlas, _ = sceneAtlas(widget)
+def cohortVolumes(widget) -> list:
+    """The volumes checked in the cohort list, the scene atlas left out."""
+    from BiJROSLib.bindings import values
+
+    atlas, _, _ = trainingAtlas(widget)
+    checked = values(widget._parameterNode, [b for b in CohortSection.bindings() if b.parameter == "CohortVolume"])
+    return [v for v in checked["CohortVolume"] if atlas is None or v.GetID() != atlas.GetID()]
+
+
+def sceneVolumes(widget) -> list:
+    """Every scalar volume in the scene (not label maps) but the scene atlas: what Segment all segments."""
+    atlas, _, _ = trainingAtlas(widget)
     scene = widget.logic.scene
     volumes = []
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
         volume = scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
         if volume.IsA("vtkMRMLLabelMapVolumeNode") or volume.GetHideFromEditors():
             continue
-        if withAtlas or atlas is None or volume.GetID() != atlas.GetID():
+        if atlas is None or volume.GetID() != atlas.GetID():
             volumes.append(volume)
     return volumes
 
 
 def trainingProblem(widget) -> str:
-    atlas, segmentation = sceneAtlas(widget)
-    if atlas is None:
-        return "Choose the atlas from the scene (Atlas section: a volume and its segmentation) to train on it."
+    atlas, segmentation, atlasName = trainingAtlas(widget)
+    if atlas is None and not atlasName:
+        return ("Cohort learning trains from one atlas: choose a library atlas, or a volume and its segmentation "
+                "from the scene, in the Atlas section.")
     node = widget._parameterNode
     folder = node.GetParameter("CohortFolder") if node.GetParameter("CohortSource") == "folder" else None
     if node.GetParameter("CohortSource") == "folder" and not folder:
         return "Choose the folder of the cohort's images."
     try:
-        return widget.logic.cohortProblem(atlas, segmentation, cohortVolumes(widget), folder)
+        return widget.logic.cohortProblem(atlas, segmentation, cohortVolumes(widget), folder, atlasName)
     except Exception as exc:  # a reason for the tooltip, never an exception in the panel
         return str(exc)
 
@@ -139,9 +157,10 @@ def train(widget) -> None:
     if widget._job is not None:
         return
     node = widget._parameterNode
-    atlas, segmentation = sceneAtlas(widget)
+    atlas, segmentation, atlasName = trainingAtlas(widget)
     fromFolder = node.GetParameter("CohortSource") == "folder"
-    kwargs = {"cohortVolumes": None if fromFolder else cohortVolumes(widget),
+    kwargs = {"atlasName": atlasName if atlas is None else None,
+              "cohortVolumes": None if fromFolder else cohortVolumes(widget),
               "cohortFolder": node.GetParameter("CohortFolder") if fromFolder else None,
               "modelName": node.GetParameter("OneShotModelName") or "one-shot model",
               "recipe": node.GetParameter("Recipe") or "bijros",
@@ -153,12 +172,12 @@ def train(widget) -> None:
         return
     cohort = kwargs["cohortFolder"] or f"{len(kwargs['cohortVolumes'])} scene volumes"
     widget.trackJob(job, f"Training '{job.modelFolder.name}' ({kwargs['recipe']}, {kwargs['minutes']:g} min) from "
-                         f"atlas '{atlas.GetName()}' and the cohort {cohort}")
+                         f"atlas '{atlas.GetName() if atlas is not None else atlasName}' and the cohort {cohort}")
 
 
 def segment(widget, allVolumes: bool) -> None:
     node = widget._parameterNode
-    targets = cohortVolumes(widget) if allVolumes else [node.GetNodeReference("TargetVolume")]
+    targets = sceneVolumes(widget) if allVolumes else [node.GetNodeReference("TargetVolume")]
     widget._cohortQueue = [t.GetID() for t in targets if t is not None]
     segmentNext(widget)
 

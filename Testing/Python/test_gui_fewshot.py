@@ -288,6 +288,8 @@ def test_atlas_selection_ranks_and_fuses_a_library(fs, tmp_path, monkeypatch):
 def test_cohort_learning_trains_and_segments_every_volume(fs, shared_data, tmp_path, monkeypatch):
     """Cohort section: Train starts and cancels; a (short) training tracked by the panel lists the model and its
     loss plot; Segment all adds one segmentation per volume other than the atlas, with the atlas's segments."""
+    import qt
+
     monkeypatch.setenv("BIJROS_CONFIG_DIR", str(tmp_path / "config"))  # the models folder, panel and child
     images, labels = shared_data("hippocampus", "images"), shared_data("hippocampus", "labels")
     atlas = loadVolume(images / "hippocampus_001.nii.gz", "hippocampus_001")
@@ -296,7 +298,27 @@ def test_cohort_learning_trains_and_segments_every_volume(fs, shared_data, tmp_p
     ui = fs.ui
     ui.cohortCollapsibleButton.collapsed = False
     ui.targetVolumeSelector.setCurrentNode(cohort[1])
-    assert not ui.trainButton.enabled and "atlas from the scene" in ui.trainButton.toolTip
+    assert not ui.trainButton.enabled and "at least 2" in ui.trainButton.toolTip  # nothing checked yet
+    assert ui.cohortVolumesComboBox.noneChecked()  # unchecked by default, as in Slicer
+    for volume in cohort:
+        ui.cohortVolumesComboBox.setCheckState(volume, qt.Qt.Checked)
+    refs = fs._parameterNode.GetNumberOfNodeReferences("CohortVolume")
+    assert refs == 2 and ui.trainButton.enabled, ui.trainButton.toolTip  # the library atlas (the default source)
+    fs._parameterNode.RemoveNodeReferenceIDs("CohortVolume")  # parameter node -> the check marks (a loaded scene)
+    fs._parameterNode.AddNodeReferenceID("CohortVolume", cohort[0].GetID())
+    assert [v.GetID() for v in ui.cohortVolumesComboBox.checkedNodes()] == [cohort[0].GetID()]
+    assert not ui.trainButton.enabled
+    ui.cohortVolumesComboBox.check(cohort[1])
+    trained = {}
+    monkeypatch.setattr(fs.logic, "startCohortTraining", lambda *a, **kw: trained.update(args=a, kwargs=kw) or
+                        (_ for _ in ()).throw(ValueError("captured")))
+    ui.trainButton.click()  # the library atlas by name, the two checked volumes
+    assert trained["args"] == (None, None) and trained["kwargs"]["atlasName"] == ui.atlasLibraryComboBox.currentData
+    assert [v.GetID() for v in trained["kwargs"]["cohortVolumes"]] == [v.GetID() for v in cohort]
+    monkeypatch.undo()
+    monkeypatch.setenv("BIJROS_CONFIG_DIR", str(tmp_path / "config"))
+    ui.multiAtlasRadioButton.click()
+    assert not ui.trainButton.enabled and "one atlas" in ui.trainButton.toolTip
     ui.sceneAtlasRadioButton.click()
     ui.atlasVolumeSelector.setCurrentNode(atlas)
     ui.atlasSegmentationSelector.setCurrentNode(atlasSegmentation)

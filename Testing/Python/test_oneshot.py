@@ -286,3 +286,28 @@ def test_self_training_refresh_replaces_the_io_pseudo_labels_and_resumes(tiny_co
     _train(tiny_cohort, tmp_path / "run", _cfg(pseudo_labels="io", iterations=5, pretrain_fraction=0.25,
                                                pseudo_refresh=0.5))
     assert load_tensors(tmp_path / "run", "checkpoint", "checkpoint")[1]["step"] == 5
+
+
+def test_train_oneshot_resamples_atlas_labels_from_another_grid(tiny_cohort, tmp_path, capsys):
+    """Labels on a finer grid (as a library atlas's are): refused with the fix, then resampled exactly onto the
+    atlas grid with --resample-labels; --atlas-name and --atlas together are refused."""
+    from bijros.cli import main
+    from bijros.io import load_image, save_image
+    from bijros.io.image import Image
+
+    labels = load_image(tiny_cohort / "atlas_labels.nii.gz", label_map=True)
+    fine = labels.array.repeat(2, 0).repeat(2, 1).repeat(2, 2)  # 0.5 mm voxels, the same world positions
+    affine = labels.ijk_to_ras.copy()
+    affine[:3, :3] *= 0.5
+    affine[:3, 3] -= 0.25
+    save_image(Image(fine, affine), tmp_path / "fine_labels.nii.gz")
+    base = ["train-oneshot", "--atlas", str(tiny_cohort / "atlas.nii.gz"), "--atlas-labels",
+            str(tmp_path / "fine_labels.nii.gz"), "--images", str(tiny_cohort / "images"), "--iterations", "1",
+            "--channels", "4,8", "--pseudo-labels", "decoder", "--device", "cpu", "--progress", "none"]
+    assert main([*base, "--out", str(tmp_path / "refused")]) == 2
+    assert "--resample-labels" in capsys.readouterr().err and not (tmp_path / "refused" / "model.json").exists()
+    assert main([*base, "--out", str(tmp_path / "model"), "--resample-labels"]) == 0
+    kept = load_image(tmp_path / "model" / "atlas_labels.nii.gz", label_map=True)
+    assert kept.same_grid(labels) and np.array_equal(kept.array, labels.array)
+    assert main([*base, "--out", str(tmp_path / "x"), "--atlas-name", "mni152-desikan-killiany"]) == 2
+    assert "not both" in capsys.readouterr().err

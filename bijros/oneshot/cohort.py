@@ -107,11 +107,29 @@ def check_atlas(atlas: Image, labels: Image) -> list[int]:
     check_intensity_image(atlas, "atlas")
     if not labels.same_grid(atlas):
         raise InputError(f"The atlas labels ({labels.shape}, spacing {np.round(labels.spacing, 3).tolist()}) are not "
-                         f"on the atlas grid ({atlas.shape}); give the label map that belongs to the atlas image.")
+                         f"on the atlas grid ({atlas.shape}); give the label map that belongs to the atlas image, or pass "
+                         "--resample-labels to resample them onto it.")
     values = sorted(int(v) for v in np.unique(labels.array))
     if values == [0] or not values:
         raise InputError("The atlas label map is empty (only background): label at least one structure.")
     return values if values[0] == 0 else [0, *values]
+
+
+def labels_onto(labels: Image, image: Image) -> Image:
+    """``labels`` on ``image``'s grid: the nearest label at each voxel centre, through world coordinates (0
+    outside); the same image when already there."""
+    if labels.same_grid(image):
+        return labels
+    from bijros.registration.grid import Grid, points_ras, sample
+
+    src = torch.as_tensor(np.asarray(labels.array), dtype=torch.float32)[None]
+    out = np.zeros(image.shape, dtype=labels.array.dtype)
+    dst = Grid(image.shape, image.ijk_to_ras)
+    pts = points_ras(dst, torch.device("cpu"))
+    for s in range(0, image.shape[0], 32):  # slabs: bounded memory on whole brains
+        values = sample(src, Grid(labels.shape, labels.ijk_to_ras), pts[s:s + 32], mode="nearest")[0]
+        out[s:s + 32] = values.round().numpy().astype(labels.array.dtype)
+    return Image(out, image.ijk_to_ras.copy(), labels.label_table, labels.name)
 
 
 class Aligner:

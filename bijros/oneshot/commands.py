@@ -10,8 +10,15 @@ import sys
 def add_parsers(sub) -> None:
     tr = sub.add_parser("train-oneshot", help="learn a segmentation from ONE labelled atlas and a cohort of "
                                               "unlabelled scans (Bi-JROS or BRBS; resumable)")
-    tr.add_argument("--atlas", required=True, help="the labelled atlas image")
-    tr.add_argument("--atlas-labels", required=True, help="its label map (same grid; a label table beside it is kept)")
+    tr.add_argument("--atlas", default=None, help="the labelled atlas image (or use --atlas-name)")
+    tr.add_argument("--atlas-labels", default=None,
+                    help="its label map (same grid, or see --resample-labels; a label table beside it is kept)")
+    tr.add_argument("--atlas-name", default=None,
+                    help="an atlas from the built-in library instead of --atlas/--atlas-labels (see `bijros atlases`)")
+    tr.add_argument("--labels-table", default=None, help="label table (CSV, JSON or Slicer .ctbl) for the atlas labels")
+    tr.add_argument("--resample-labels", action="store_true",
+                    help="accept atlas labels that are not on the atlas image's grid (resampled onto it, nearest "
+                         "label, through world coordinates)")
     tr.add_argument("--images", required=True, help="the unlabelled cohort: a folder of images, or a text file with "
                                                     "one image path per line")
     tr.add_argument("--out", required=True, help="model folder (checkpoint, model.json, loss.png); an unfinished run "
@@ -77,12 +84,16 @@ def cmd_train_oneshot(args: argparse.Namespace, argv: list[str]) -> int:
     import shlex
 
     command = shlex.join(["bijros", *argv])
+    from bijros.cli import _atlas_paths
+
+    atlas, atlas_labels = _atlas_paths(args)  # --atlas-name: the library atlas's files, table and resampling
     report, close = (None, lambda: None) if args.progress == "bar" else _sink(args.progress, "train")
     try:
         def run(device: str) -> dict:
             cfg.device = device
-            return train_oneshot(args.atlas, args.atlas_labels, args.images, args.out, cfg, command=command,
-                                 progress=report, bar=args.progress == "bar")
+            return train_oneshot(atlas, atlas_labels, args.images, args.out, cfg, command=command,
+                                 progress=report, bar=args.progress == "bar", labels_table=args.labels_table,
+                                 resample_labels=args.resample_labels)
 
         result = _with_cpu_fallback(run, args.device)
     finally:

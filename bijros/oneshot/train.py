@@ -140,8 +140,11 @@ def _check_run_folder(out: Path, cfg: OneShotConfig) -> dict | None:
 
 
 def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images, out_dir: str | Path,
-                  cfg: OneShotConfig, command: str = "", progress=None, bar: bool = True) -> dict:
-    """Train (or continue) a one-shot run into ``out_dir``; returns a summary. ``progress``: (fraction, message)."""
+                  cfg: OneShotConfig, command: str = "", progress=None, bar: bool = True, labels_table=None,
+                  resample_labels: bool = False) -> dict:
+    """Train (or continue) a one-shot run into ``out_dir``; returns a summary. ``progress``: (fraction, message).
+    ``labels_table``: the atlas labels' table file (default: one beside them); ``resample_labels``: labels on
+    another grid than the atlas image (a library atlas) are resampled onto it (nearest label)."""
     from tqdm import tqdm
 
     import bijros
@@ -157,7 +160,11 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
     meta = _check_run_folder(out, cfg)
     dp, device = distributed.setup(cfg.device)
     atlas = load_image(atlas_path)
-    atlas_labels = load_image(atlas_labels_path, label_map=True)
+    atlas_labels = load_image(atlas_labels_path, label_map=True, label_table=labels_table)
+    if resample_labels:
+        from bijros.oneshot.cohort import labels_onto
+
+        atlas_labels = labels_onto(atlas_labels, atlas)
     report = progress or (lambda f, m: None)
     if not dp.main:  # under torchrun rank 0 prepares the cohort (its io propagations) once; the others read it
         distributed.barrier(dp)

@@ -8,7 +8,7 @@ the qMRML widgets, ``slicer.util.loadUI``, the ScriptedLoadableModule base class
   logics and Slicer's own ``slicer/util.py``: ``loadUI``, ``childWidgetVariables``,
   ``errorDisplay``, ``VTKObservationMixin``, ``arrayFromVolume`` ... are used unchanged);
 - plus, added by :func:`install`: ``qt`` and ``ctk`` modules backed by PySide6,
-  ``slicer.qMRMLWidget`` / ``slicer.qMRMLNodeComboBox``, ``slicer.ScriptedLoadableModule``,
+  ``slicer.qMRMLWidget`` / ``slicer.qMRMLNodeComboBox`` / ``slicer.qMRMLCheckableNodeComboBox``, ``slicer.ScriptedLoadableModule``,
   ``slicer.app`` (testing mode, so message boxes are logged and not shown), ``slicer.mrmlScene``
   (a real scene with Slicer's default colour tables) and ``slicer.modules``.
 
@@ -147,6 +147,7 @@ def install(scene=None):
         slicer.app = _Application(qapplication)
     slicer.qMRMLWidget = mrml_widgets.qMRMLWidget
     slicer.qMRMLNodeComboBox = mrml_widgets.qMRMLNodeComboBox
+    slicer.qMRMLCheckableNodeComboBox = mrml_widgets.qMRMLCheckableNodeComboBox
     from . import ScriptedLoadableModule
 
     sys.modules["slicer.ScriptedLoadableModule"] = ScriptedLoadableModule
@@ -158,7 +159,7 @@ def install(scene=None):
     return slicer
 
 
-_SLICER_ATTRIBUTES = ("app", "qMRMLWidget", "qMRMLNodeComboBox", "ScriptedLoadableModule", "modules", "mrmlScene",
+_SLICER_ATTRIBUTES = ("app", "qMRMLWidget", "qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox", "ScriptedLoadableModule", "modules", "mrmlScene",
                       "selfTests")
 _SYS_MODULES = ("qt", "ctk", "slicer.ScriptedLoadableModule")
 

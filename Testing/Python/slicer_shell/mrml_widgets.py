@@ -11,6 +11,11 @@ They show nodes of slicer-core's real vtkMRMLScene. Same names and semantics as 
   ``nodeCount()``, ``nodeFromIndex(i)``, ``addAttribute(...)``; signals
   ``currentNodeChanged(vtkMRMLNode*)``, ``currentNodeIDChanged(QString)``,
   ``nodeAddedByUser(vtkMRMLNode*)``. Without ``noneEnabled`` the first matching node is selected.
+- ``qMRMLCheckableNodeComboBox`` (a ``qMRMLNodeComboBox``): ``checkedNodes()``, ``uncheckedNodes()``,
+  ``allChecked()``, ``noneChecked()`` (both true when empty), ``checkState(node)`` (``Qt.Unchecked`` for a
+  node it does not list), ``setCheckState(node, state)``, ``setUserCheckable(node, bool)``, slots ``check`` /
+  ``uncheck``, signal ``checkedNodesChanged()``; nodes are unchecked by default and the check marks live
+  only in the combo box (the nodes are not touched).
 
 Test stand-in only: nothing here is shipped with the extension.
 """
@@ -231,5 +236,134 @@ class qMRMLNodeComboBox(_qt.PythonQtObject, QWidget):
         return node
 
 
-for _cls in (qMRMLWidget, qMRMLNodeComboBox):
+class _CheckedNamesComboBox(QComboBox):
+    """Shows the checked items' names, comma-separated, as ctkCheckableComboBox (Slicer's) does."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.shownText = ""
+
+    def paintEvent(self, event) -> None:
+        from PySide6.QtWidgets import QStyle, QStyleOptionComboBox, QStylePainter
+
+        painter = QStylePainter(self)
+        option = QStyleOptionComboBox()
+        self.initStyleOption(option)
+        option.currentText = self.shownText
+        painter.drawComplexControl(QStyle.CC_ComboBox, option)
+        painter.drawControl(QStyle.CE_ComboBoxLabel, option)
+
+
+class qMRMLCheckableNodeComboBox(qMRMLNodeComboBox):
+    checkedNodesChanged = Signal()
+
+    def __init__(self, parent=None):
+        self._checks: dict[str, object] = {}
+        self._notCheckable: set[str] = set()
+        super().__init__(parent)
+        old = self._combo
+        self._combo = _CheckedNamesComboBox(self)
+        self._combo.setSizePolicy(old.sizePolicy())
+        self._combo.setSizeAdjustPolicy(old.sizeAdjustPolicy())
+        self._combo.setMinimumContentsLength(old.minimumContentsLength())
+        self._combo.activated.connect(self._onActivated)
+        self.layout().replaceWidget(old, self._combo)
+        old.deleteLater()
+        self._combo.model().dataChanged.connect(self._onDataChanged)
+        self.checkedNodesChanged.connect(self._showChecked)
+        self._refresh()
+
+    def _showChecked(self) -> None:
+        self._combo.shownText = ", ".join(n.GetName() for n in self.checkedNodes())
+        self._combo.update()
+
+    def _refresh(self) -> None:
+        super()._refresh()
+        if not hasattr(self, "_checks"):
+            return
+        from PySide6.QtCore import Qt
+
+        model = self._combo.model()
+        model.blockSignals(True)
+        for row in range(self._combo.count()):
+            nodeID = self._combo.itemData(row)
+            item = model.item(row) if hasattr(model, "item") else None
+            if item is None or not nodeID or str(nodeID).startswith("\x00"):
+                continue
+            flags = item.flags() | Qt.ItemIsEnabled
+            flags = flags & ~Qt.ItemIsUserCheckable if nodeID in self._notCheckable else flags | Qt.ItemIsUserCheckable
+            item.setFlags(flags)
+            item.setCheckState(self._checks.get(nodeID, Qt.Unchecked))
+        model.blockSignals(False)
+        listed = {node.GetID() for node in self._nodes()}
+        if any(i not in listed for i in self._checks):  # a removed node is no longer checked
+            self._checks = {i: v for i, v in self._checks.items() if i in listed}
+            self.checkedNodesChanged.emit()
+
+    def _onDataChanged(self, topLeft, bottomRight, roles=()) -> None:
+        from PySide6.QtCore import Qt
+
+        changed = False
+        for row in range(topLeft.row(), bottomRight.row() + 1):
+            nodeID = self._combo.itemData(row)
+            item = self._combo.model().item(row)
+            if not nodeID or str(nodeID).startswith("\x00") or item is None:
+                continue
+            state = item.checkState()
+            if self._checks.get(nodeID, Qt.Unchecked) != state:
+                self._checks[nodeID] = state
+                changed = True
+        if changed:
+            self.checkedNodesChanged.emit()
+
+    def checkState(self, node):
+        from PySide6.QtCore import Qt
+
+        if node is None or node.GetID() not in {n.GetID() for n in self._nodes()}:
+            return Qt.Unchecked
+        return self._checks.get(node.GetID(), Qt.Unchecked)
+
+    def setCheckState(self, node, state) -> None:
+        if node is None or node.GetID() not in {n.GetID() for n in self._nodes()}:
+            return
+        if self._checks.get(node.GetID()) == state:
+            return
+        self._checks[node.GetID()] = state
+        self._refresh()
+        self.checkedNodesChanged.emit()
+
+    def check(self, node) -> None:
+        from PySide6.QtCore import Qt
+
+        self.setCheckState(node, Qt.Checked)
+
+    def uncheck(self, node) -> None:
+        from PySide6.QtCore import Qt
+
+        self.setCheckState(node, Qt.Unchecked)
+
+    def setUserCheckable(self, node, userCheckable: bool) -> None:
+        if node is None:
+            return
+        (self._notCheckable.discard if userCheckable else self._notCheckable.add)(node.GetID())
+        self._refresh()
+
+    def checkedNodes(self) -> list:
+        from PySide6.QtCore import Qt
+
+        return [n for n in self._nodes() if self._checks.get(n.GetID(), Qt.Unchecked) == Qt.Checked]
+
+    def uncheckedNodes(self) -> list:
+        from PySide6.QtCore import Qt
+
+        return [n for n in self._nodes() if self._checks.get(n.GetID(), Qt.Unchecked) == Qt.Unchecked]
+
+    def allChecked(self) -> bool:
+        return not self.uncheckedNodes()
+
+    def noneChecked(self) -> bool:
+        return not self.checkedNodes()
+
+
+for _cls in (qMRMLWidget, qMRMLNodeComboBox, qMRMLCheckableNodeComboBox):
     _qt.register_custom_widget(_cls)
