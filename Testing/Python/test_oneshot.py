@@ -311,3 +311,8 @@ def test_train_oneshot_resamples_atlas_labels_from_another_grid(tiny_cohort, tmp
     assert kept.same_grid(labels) and np.array_equal(kept.array, labels.array)
     assert main([*base, "--out", str(tmp_path / "x"), "--atlas-name", "mni152-desikan-killiany"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_a_time_budget_overshot_by_one_step_still_finishes_the_model(tiny_cohort, tmp_path):
+    result = _train(tiny_cohort, tmp_path / "run", _cfg(iterations=None, minutes=0.0005))  # 0.03 s: one step
+    assert not result["interrupted"] and (tmp_path / "run" / "model.json").is_file()

@@ -253,9 +253,11 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
         try:
             while True:
                 # rank 0's budget and stop request decide for every process (all take the same steps)
-                fraction = distributed.agree(2.0 if stop.requested else budget.fraction, dp)
+                fraction = distributed.agree(-1.0 if stop.requested else budget.fraction, dp)
+                if fraction < 0:  # rank 0 was asked to stop
+                    stop.requested = True
+                    break
                 if fraction >= 1.0:
-                    stop.requested = stop.requested or fraction > 1.5
                     break
                 phase = "pretrain" if fraction < cfg.pretrain_fraction else "train"
                 if (cfg.recipe == "bijros" and cohort.pseudo is not None and cfg.pseudo_refresh is not None
