@@ -146,8 +146,9 @@ def main(argv=None) -> int:
                 rows.setdefault("io propagation (our best registration)", []).append(
                     dice(res["labels_propagated"].array, truth, values))
                 times.setdefault("io", []).append(res["report"]["seconds"]["propagate"])
-            print(f"{variant} {name}: {rows[f'{variant}: segmentation network'][-1]} ({time.perf_counter() - t1:.1f} s)",
-                  file=sys.stderr)
+            scores = rows[f"{variant}: segmentation network"][-1]
+            shown = scores if len(scores) <= 4 else f"mean {np.mean(scores):.4f}"
+            print(f"{variant} {name}: {shown} ({time.perf_counter() - t1:.1f} s)", file=sys.stderr)
     scored = sum(len(test) for _, test in folds)
     cohorts = sorted({len(cohort) for cohort, _ in folds})
     lines = [f"# One-shot cohort learning on {args.dataset}: atlas {atlas_name}, cohort {cohorts} unlabelled, "
