@@ -210,7 +210,7 @@ class FewShotSegmentTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         for test in (self.test_PropagationRecoversTheKnownShift, self.test_AtlasWithoutSegmentation,
-                     self.test_Library):
+                     self.test_Library, self.test_CohortLearning):
             self.setUp()
             test()
 
@@ -257,3 +257,39 @@ class FewShotSegmentTest(ScriptedLoadableModuleTest):
         self.assertEqual(logic.validateInputs(target, atlasName=names[0]), "")
         self.assertTrue(logic.atlasInfo(names[0])["title"])
         self.delayDisplay("Atlas library passed")
+
+    def test_CohortLearning(self):
+        import os
+        import shutil
+        import tempfile
+
+        from BiJROSLib.selftest import makePhantomPair
+
+        self.delayDisplay("Cohort learning trains a one-shot model from the atlas and two scans, then segments")
+        target, atlas, segmentation = self.makeVolumes()
+        unused, scan, unusedSegmentation = makePhantomPair((-1, 1, 0), "unused", "scan 2")
+        for node in (unused, unusedSegmentation):
+            slicer.mrmlScene.RemoveNode(node)
+        folder = tempfile.mkdtemp(prefix="bijros-selftest-")  # the trained model goes here, not among the user's
+        previous = os.environ.get("BIJROS_CONFIG_DIR")
+        os.environ["BIJROS_CONFIG_DIR"] = folder
+        try:
+            logic = FewShotSegmentLogic()
+            job = logic.startCohortTraining(atlas, segmentation, cohortVolumes=[target, scan], modelName="self test",
+                                            iterations=2, device="cpu")
+            job.wait()
+            result = logic.finishJob(job)
+            self.assertEqual(result["report"]["training"]["steps"], 2)
+            self.assertEqual([m["name"] for m in logic.oneShotModels()], ["self-test"])
+            nodes = logic.segmentWithModel(target, "self-test", device="cpu")
+            names = sorted(segmentation.GetSegmentation().GetNthSegment(i).GetName()
+                           for i in range(segmentation.GetSegmentation().GetNumberOfSegments()))
+            made = nodes["segmentation"].GetSegmentation()
+            self.assertEqual(sorted(made.GetNthSegment(i).GetName() for i in range(made.GetNumberOfSegments())), names)
+        finally:
+            if previous is None:
+                os.environ.pop("BIJROS_CONFIG_DIR", None)
+            else:
+                os.environ["BIJROS_CONFIG_DIR"] = previous
+            shutil.rmtree(folder, ignore_errors=True)
+        self.delayDisplay("Cohort learning passed")
