@@ -31,15 +31,25 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise DeviceError(f"Unknown device '{name}'. Use auto, cpu, cuda, cuda:N or mps.")
 
 
-def configure_threads(share: int = 1) -> int:
-    """Use every core the process may run on (torch defaults to physical cores only), or its 1/``share`` where
-    ``share`` processes run side by side (torchrun on the CPU); ``BIJROS_NUM_THREADS`` wins."""
+def available_cores() -> int:
+    """The cores this process may run on (torch's default counts physical cores only)."""
     try:
-        n = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS / Windows
-        n = os.cpu_count() or 1
-    n = max(1, n // max(1, share))
-    n = int(os.environ.get("BIJROS_NUM_THREADS", n))
+        return os.cpu_count() or 1
+
+
+def thread_count(share: int = 1) -> int:
+    """``BIJROS_NUM_THREADS`` if set, else this process's 1/``share`` of the cores (at least 1), where ``share``
+    processes run side by side (torchrun ranks, batch workers)."""
+    if os.environ.get("BIJROS_NUM_THREADS"):
+        return max(1, int(os.environ["BIJROS_NUM_THREADS"]))
+    return max(1, available_cores() // max(1, share))
+
+
+def configure_threads(share: int = 1) -> int:
+    """Use every core the process may run on, or its 1/``share`` (see :func:`thread_count`)."""
+    n = thread_count(share)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n

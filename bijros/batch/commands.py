@@ -27,10 +27,11 @@ def add_parser(sub) -> None:
 
 
 def cmd_batch(args) -> int:
-    from bijros.batch.run import run_batch, world
+    from bijros.batch.run import run_batch
+    from bijros.training.distributed import environment
 
     rows = run_batch(args.manifest, args.out, args.jobs_per_device, args.device, args.progress)
-    if world()[0] != 0:
+    if not environment().main:
         return 0 if all(r["status"] != "failed" for r in rows) else 1
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "failed")}
     message = (f"{len(rows)} jobs: {counts['ok']} ok, {counts['skipped']} skipped (complete before), "

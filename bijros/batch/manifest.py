@@ -58,10 +58,8 @@ class _Option:
     is_switch: bool
 
 
-def _kind_options() -> dict[str, dict[str, _Option]]:
-    from bijros.cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+def _kind_options(parser: argparse.ArgumentParser) -> dict[str, dict[str, _Option]]:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     kinds = {}
     for kind in KINDS:
         options = {}
@@ -129,18 +127,21 @@ def load_manifest(path, out_dir) -> list[Job]:
     rows = read_rows(path)
     if not rows:
         raise InputError(f"{path.name} lists no jobs.")
-    kinds = _kind_options()
+    from bijros.cli import build_parser
+
+    parser = build_parser()  # once: every row is checked against it
+    kinds = _kind_options(parser)
     known = set(BATCH_COLUMNS).union(*kinds.values())
     unknown = sorted({c for _, row in rows for c in row if c not in known})
     if unknown:
         raise InputError(f"{path.name}: unknown column(s) {', '.join(unknown)}; columns are 'kind', 'job', "
                          "'reference' and the long options of the job's subcommand without the dashes, with _ for -.")
-    jobs = [_job(number, row, kinds, base, Path(out_dir)) for number, row in rows]
+    jobs = [_job(number, row, kinds, base, Path(out_dir), parser) for number, row in rows]
     _check_unique(jobs, path.name, Path(out_dir))
     return jobs
 
 
-def _job(number: int, row: dict, kinds: dict, base: Path, out_dir: Path) -> Job:
+def _job(number: int, row: dict, kinds: dict, base: Path, out_dir: Path, parser: argparse.ArgumentParser) -> Job:
     kind = row.get("kind", "")
     job = Job(number, kind, row.get("job") or "", named=bool(row.get("job")))
     if job.named and (job.name in (".", "..") or any(c in job.name for c in '/\\:')):
@@ -183,18 +184,16 @@ def _job(number: int, row: dict, kinds: dict, base: Path, out_dir: Path) -> Job:
         if not Path(job.reference).is_file():
             job.error = f"line {number}: reference {job.reference} not found."
             return job
-    job.error = _parse_error(job)
+    job.error = _parse_error(job, parser)
     return job
 
 
-def _parse_error(job: Job) -> str | None:
+def _parse_error(job: Job, parser: argparse.ArgumentParser) -> str | None:
     """What argparse says of the job's arguments (a missing required option), as one line, or None."""
-    from bijros.cli import build_parser
-
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            build_parser().parse_args(job.argv)
+            parser.parse_args(job.argv)
     except SystemExit:
         lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
         reason = lines[-1].split("error:", 1)[-1].strip() if lines else "its options are not accepted"

@@ -25,13 +25,6 @@ SUMMARY_COLUMNS = ("job", "line", "kind", "status", "seconds", "folding_percent"
                    "message")
 
 
-def world() -> tuple[int, int, int, int]:
-    """(rank, world size, local rank, local world size) from torchrun's environment, else (0, 1, 0, 1)."""
-    env = os.environ
-    size = int(env.get("WORLD_SIZE", 1))
-    return (int(env.get("RANK", 0)), size, int(env.get("LOCAL_RANK", 0)), int(env.get("LOCAL_WORLD_SIZE", size)))
-
-
 def rank_device(requested: str, local_rank: int) -> str:
     import torch
 
@@ -42,16 +35,6 @@ def rank_device(requested: str, local_rank: int) -> str:
             return f"cuda:{local_rank % torch.cuda.device_count()}"
         return "cpu"
     return str(resolve_device(requested))
-
-
-def threads_per_worker(jobs_per_device: int, local_world: int) -> int:
-    if os.environ.get("BIJROS_NUM_THREADS"):
-        return max(1, int(os.environ["BIJROS_NUM_THREADS"]))
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, jobs_per_device * local_world))
 
 
 class Workers:
@@ -96,6 +79,7 @@ class Workers:
 
     def _replace(self, slot: dict, on_result, batch_out: str) -> None:
         from bijros.batch.records import write_record
+        from bijros.batch.worker import job_result
 
         job = slot["job"]
         code = slot["proc"].exitcode
@@ -105,9 +89,8 @@ class Workers:
         if job is not None:
             why = (f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}") + \
                   (" (out of memory?)" if code == -signal.SIGKILL else "")
-            result = {"job": job["name"], "line": job["line"], "kind": job["kind"], "argv": job["argv"],
-                      "reference": job["reference"], "out": job["out"], "seconds": None, "status": "failed",
-                      "message": f"line {job['line']}: the worker running it died ({why})"}
+            result = job_result(job, seconds=None, status="failed",
+                                message=f"line {job['line']}: the worker running it died ({why})")
             write_record(batch_out, job["name"], result)
             on_result(result)
         slot.update(self._start())
@@ -129,13 +112,11 @@ class Workers:
 
 def default_jobs_per_device(device: str, local_world: int) -> int:
     """1 on a GPU; on the CPU 2 where each rank has 2 cores or more, else 1."""
+    from bijros.device import available_cores
+
     if device != "cpu":
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        cores = os.cpu_count() or 1
-    return 2 if cores // max(1, local_world) >= 2 else 1
+    return 2 if available_cores() // max(1, local_world) >= 2 else 1
 
 
 def run_batch(manifest, out, jobs_per_device: int | None = None, device: str = "auto",
@@ -144,11 +125,14 @@ def run_batch(manifest, out, jobs_per_device: int | None = None, device: str = "
     from bijros.batch.manifest import load_manifest
     from bijros.batch.records import complete
     from bijros.batch.shard import job_work, shard
+    from bijros.device import thread_count
     from bijros.io.outputs import check_out_dir, prepare_out_dir
+    from bijros.training.distributed import environment
 
     if jobs_per_device is not None and jobs_per_device < 1:
         raise InputError("--jobs-per-device must be 1 or more.")
-    rank, size, local_rank, local_world = world()
+    place = environment()
+    rank, size, local_rank, local_world = place.rank, place.world, place.local_rank, place.local_world
     check_out_dir(out)
     jobs = load_manifest(manifest, out)  # every rank reads and checks the same manifest
     dev = rank_device(device, local_rank)
@@ -167,7 +151,7 @@ def run_batch(manifest, out, jobs_per_device: int | None = None, device: str = "
     for row in rows:
         bar.update(row)
     if todo:
-        workers = Workers(min(jobs_per_device, len(todo)), threads_per_worker(jobs_per_device, local_world))
+        workers = Workers(min(jobs_per_device, len(todo)), thread_count(jobs_per_device * local_world))
         stop = _stop_on_signals()
         try:
             workers.run([j.to_dict() for j in todo], str(out), dev,

@@ -74,9 +74,7 @@ def run_job(job: dict, batch_out: str, device: str) -> dict:
     except Exception as exc:  # an engine bug must not stop the batch: the job fails with the reason
         code = 1
         err.write(f"bijros: error: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}")
-    seconds = time.perf_counter() - t0
-    result = {"job": job["name"], "line": job["line"], "kind": job["kind"], "argv": job["argv"],
-              "reference": job["reference"], "out": job["out"], "seconds": round(seconds, 3), "pid": os.getpid()}
+    result = job_result(job, seconds=round(time.perf_counter() - t0, 3), pid=os.getpid())
     if code == 0:
         result.update(status="ok", message="", **_figures(job))
         result["files"] = output_files(job["out"])
@@ -84,6 +82,12 @@ def run_job(job: dict, batch_out: str, device: str) -> dict:
         result.update(status="failed", message=f"line {job['line']}: {_reason(err.getvalue(), code)}")
     write_record(batch_out, job["name"], result)
     return result
+
+
+def job_result(job: dict, **fields) -> dict:
+    """A job's record: what identifies the job (its completeness is checked against these), plus ``fields``."""
+    return {"job": job["name"], "line": job["line"], "kind": job["kind"], "argv": job["argv"],
+            "reference": job["reference"], "out": job["out"], **fields}
 
 
 def _reason(stderr: str, code: int) -> str:

@@ -41,21 +41,27 @@ class DataParallel:
         return self.rank == 0
 
 
+def environment() -> DataParallel:
+    """This process's place from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE); one
+    process without it. No process group is started."""
+    env = os.environ
+    size = int(env.get("WORLD_SIZE", 1))
+    return DataParallel(int(env.get("RANK", 0)), size, int(env.get("LOCAL_RANK", 0)),
+                        int(env.get("LOCAL_WORLD_SIZE", size)))
+
+
 def setup(requested: str) -> tuple[DataParallel, torch.device]:
     """(the process's place in the run, its device); starts the process group under torchrun."""
     from bijros.device import configure_threads, resolve_device
 
-    size = int(os.environ.get("WORLD_SIZE", 1))
-    if size <= 1:
+    dp = environment()
+    if not dp.active:
         device = resolve_device(requested)
         if device.type == "cpu":
             configure_threads()
-        return DataParallel(), device
+        return dp, device
     import torch.distributed as dist
 
-    env = os.environ
-    dp = DataParallel(int(env.get("RANK", 0)), size, int(env.get("LOCAL_RANK", 0)),
-                      int(env.get("LOCAL_WORLD_SIZE", size)))
     requested = (requested or "auto").lower()
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
