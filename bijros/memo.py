@@ -1,9 +1,10 @@
-"""Keeping inputs read once in a long-lived process (the workers of ``bijros batch``).
+"""Keeping inputs read more than once in a long-lived process (the workers of ``bijros batch``).
 
 Off by default: a single command reads each file once anyway. A batch worker turns it on, so an atlas,
-a label map or a model used by many jobs is read (and checked) once. Entries are keyed on the file's
-resolved path, size and modification time, so a file changed on disk is read again; callers get a copy
-of what was read, so nothing a job does to its inputs reaches the next job.
+a label map or a model used by many jobs is read (and checked) once more and then kept; a file read only
+once (each job's own target) is not kept, so a worker's memory does not grow with the cohort. Entries are
+keyed on the file's resolved path, size and modification time, so a file changed on disk is read again;
+callers get a copy of what was kept, so nothing a job does to its inputs reaches the next job.
 """
 
 from __future__ import annotations
@@ -12,26 +13,17 @@ import collections
 import os
 from pathlib import Path
 
-_ENTRIES: collections.OrderedDict | None = None
+_KEPT: collections.OrderedDict | None = None  # key -> (value, bytes), least recently used first
+_SEEN: set = set()  # keys read once: kept from their second read on
 _LIMIT = 0
-_SIZES: dict = {}
 
 
 def enable(max_bytes: int = 4 << 30) -> None:
     """Keep up to ``max_bytes`` of arrays (least recently used go first)."""
-    global _ENTRIES, _LIMIT
-    _ENTRIES = collections.OrderedDict()
+    global _KEPT, _LIMIT
+    _KEPT = collections.OrderedDict()
+    _SEEN.clear()
     _LIMIT = int(max_bytes)
-
-
-def disable() -> None:
-    global _ENTRIES
-    _ENTRIES = None
-    _SIZES.clear()
-
-
-def enabled() -> bool:
-    return _ENTRIES is not None
 
 
 def file_key(path) -> tuple | None:
@@ -48,16 +40,17 @@ def file_key(path) -> tuple | None:
 
 
 def cached(key: tuple | None, load, copy, nbytes=lambda value: 0):
-    """``copy(value)`` of the value kept under ``key``, else ``load()`` kept (when on) and copied."""
-    if _ENTRIES is None or key is None:
+    """``copy(value)`` of the value kept under ``key``, else ``load()`` (kept, when on, from its second read)."""
+    if _KEPT is None or key is None:
         return load()
-    if key in _ENTRIES:
-        _ENTRIES.move_to_end(key)
-        return copy(_ENTRIES[key])
+    if key in _KEPT:
+        _KEPT.move_to_end(key)
+        return copy(_KEPT[key][0])
+    if key not in _SEEN:
+        _SEEN.add(key)
+        return load()
     value = load()
-    _ENTRIES[key] = value
-    _SIZES[key] = int(nbytes(value))
-    while len(_ENTRIES) > 1 and sum(_SIZES.values()) > _LIMIT:
-        old, _ = _ENTRIES.popitem(last=False)
-        _SIZES.pop(old, None)
+    _KEPT[key] = (value, int(nbytes(value)))
+    while len(_KEPT) > 1 and sum(size for _, size in _KEPT.values()) > _LIMIT:
+        _KEPT.popitem(last=False)
     return copy(value)
