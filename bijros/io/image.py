@@ -56,6 +56,14 @@ class LabelTable:
         return table
 
 
+def remap_values(array: np.ndarray, keys, values, default: int = 0) -> np.ndarray:
+    """``array`` with each value in ``keys`` (ascending) replaced by the matching ``values`` entry and every
+    other value by ``default`` (a sorted lookup, one pass; same shape)."""
+    keys, values = np.asarray(keys), np.asarray(values)
+    index = np.clip(np.searchsorted(keys, array), 0, len(keys) - 1)
+    return np.where(keys[index] == array, values[index], default)
+
+
 def default_color(value: int) -> tuple[float, float, float]:
     """A stable, well-spread colour for a label value without one (golden-angle hues)."""
     if value == 0:

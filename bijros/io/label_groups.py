@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bijros.errors import InputError
-from bijros.io.image import Image, LabelTable
+from bijros.io.image import Image, LabelTable, remap_values
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -37,13 +37,9 @@ def load_label_groups(name_or_path: str) -> dict:
 
 def group_labels(image: Image, groups: dict) -> Image:
     """``image`` (a label map) with each label replaced by its group's value, the rest by ``unlisted``."""
-    array = np.asarray(image.array)
-    lut_keys = np.array(sorted({int(v) for g in groups["groups"] for v in g["labels"]}), dtype=np.int64)
-    lut_vals = np.array([next(g["value"] for g in groups["groups"] if k in g["labels"]) for k in lut_keys])
-    flat = array.reshape(-1).astype(np.int64)
-    index = np.clip(np.searchsorted(lut_keys, flat), 0, len(lut_keys) - 1)
-    hit = lut_keys[index] == flat
-    out = np.where(hit, lut_vals[index], int(groups.get("unlisted", 0))).reshape(array.shape)
+    group_of = {int(v): int(g["value"]) for g in groups["groups"] for v in g["labels"]}
+    keys = sorted(group_of)
+    out = remap_values(np.asarray(image.array), keys, [group_of[k] for k in keys], int(groups.get("unlisted", 0)))
     table = LabelTable()
     for g in groups["groups"]:
         table.add(int(g["value"]), g["name"])

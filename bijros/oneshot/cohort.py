@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from bijros.errors import InputError
-from bijros.io.image import Image, LabelTable
+from bijros.io.image import Image, LabelTable, remap_values
 from bijros.registration.grid import Grid, points_ras, resample_to_grid, sample
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -120,15 +120,13 @@ def labels_onto(labels: Image, image: Image) -> Image:
     outside); the same image when already there."""
     if labels.same_grid(image):
         return labels
-    from bijros.registration.grid import Grid, points_ras, sample
+    from bijros.registration.grid import Grid, sample, slab_points
 
     src = torch.as_tensor(np.asarray(labels.array), dtype=torch.float32)[None]
+    own = Grid(labels.shape, labels.ijk_to_ras)
     out = np.zeros(image.shape, dtype=labels.array.dtype)
-    dst = Grid(image.shape, image.ijk_to_ras)
-    pts = points_ras(dst, torch.device("cpu"))
-    for s in range(0, image.shape[0], 32):  # slabs: bounded memory on whole brains
-        values = sample(src, Grid(labels.shape, labels.ijk_to_ras), pts[s:s + 32], mode="nearest")[0]
-        out[s:s + 32] = values.round().numpy().astype(labels.array.dtype)
+    for s, e, pts in slab_points(Grid(image.shape, image.ijk_to_ras), 1_000_000):  # bounded memory on whole brains
+        out[s:e] = sample(src, own, pts, mode="nearest")[0].round().numpy().astype(labels.array.dtype)
     return Image(out, image.ijk_to_ras.copy(), labels.label_table, labels.name)
 
 
@@ -165,9 +163,8 @@ class Aligner:
 
     def labels_on_grid(self, labels: Image, values: list[int]) -> torch.Tensor:
         """Class indices (D, H, W) of a label map on the atlas grid: its one-hot, trilinearly resampled, argmax."""
-        sorted_values = np.asarray(values)  # ascending, 0 first (check_atlas)
-        index = np.clip(np.searchsorted(sorted_values, labels.array), 0, len(values) - 1)
-        classes = np.where(sorted_values[index] == labels.array, index, 0).astype(np.int64)  # unknown: background
+        # values ascending, 0 first (check_atlas); unknown values: background
+        classes = remap_values(labels.array, values, np.arange(len(values)), 0).astype(np.int64)
         onehot = torch.nn.functional.one_hot(torch.as_tensor(classes), len(values)).permute(3, 0, 1, 2).float()
         own = Grid(labels.shape, labels.ijk_to_ras)
         return resample_to_grid(onehot.to(self.device), own, self.grid).argmax(0)
