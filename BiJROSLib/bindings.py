@@ -69,7 +69,7 @@ def updateWidgets(ui, parameterNode, bindings) -> None:
         elif b.kind == "nodes":
             import qt
 
-            checked = {n.GetID() for n in _references(parameterNode, b.parameter)}
+            checked = {n.GetID() for n in nodeReferences(parameterNode, b.parameter)}
             for i in range(widget.nodeCount()):
                 node = widget.nodeFromIndex(i)
                 widget.setCheckState(node, qt.Qt.Checked if node.GetID() in checked else qt.Qt.Unchecked)
@@ -123,7 +123,7 @@ def values(parameterNode, bindings) -> dict:
             result[b.parameter] = parameterNode.GetNodeReference(b.parameter)
             continue
         if b.kind == "nodes":
-            result[b.parameter] = _references(parameterNode, b.parameter)
+            result[b.parameter] = nodeReferences(parameterNode, b.parameter)
             continue
         text = parameterNode.GetParameter(b.parameter)
         if b.kind == "bool":
@@ -140,7 +140,8 @@ def values(parameterNode, bindings) -> dict:
     return result
 
 
-def _references(parameterNode, role: str) -> list:
+def nodeReferences(parameterNode, role: str) -> list:
+    """The nodes referenced under ``role`` (a ``nodes`` binding's checked nodes), in order."""
     nodes = (parameterNode.GetNthNodeReference(role, i) for i in range(parameterNode.GetNumberOfNodeReferences(role)))
     return [n for n in nodes if n is not None]
 

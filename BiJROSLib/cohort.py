@@ -114,14 +114,7 @@ class CohortLogic(EngineLogic):
                 self._exportSceneAtlas(atlasVolume, atlasSegmentation, workdir)
                 atlasArgs = ["--atlas", "atlas.nii", "--atlas-labels", "atlas_labels.nii"]
             else:
-                from .atlases import resolveAtlas
-
-                files = resolveAtlas(atlasName)  # a clear error when its package or files are missing
-                atlasArgs = ["--atlas", str(files.imagePath), "--atlas-labels", str(files.labelsPath)]
-                if files.tablePath:
-                    atlasArgs += ["--labels-table", str(files.tablePath)]
-                if files.atlas.resample_labels:
-                    atlasArgs.append("--resample-labels")
+                _files, atlasArgs = self._libraryAtlasArgs(atlasName)  # a clear error when it is missing
             if cohortFolder:
                 images = str(cohortFolder)
             else:

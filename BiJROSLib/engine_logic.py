@@ -83,6 +83,20 @@ class EngineLogic:
         write_label_table(labels.label_table, workdir / "atlas_labels.csv")
         return labels
 
+    @staticmethod
+    def _libraryAtlasArgs(atlasName):
+        """(the library atlas's files, the engine options naming them: --atlas, --atlas-labels, its table and
+        --resample-labels where its labels are on their own grid); ValueError with the fix when it is missing."""
+        from .atlases import resolveAtlas
+
+        files = resolveAtlas(atlasName)
+        args = ["--atlas", str(files.imagePath), "--atlas-labels", str(files.labelsPath)]
+        if files.tablePath:
+            args += ["--labels-table", str(files.tablePath)]
+        if files.atlas.resample_labels:
+            args.append("--resample-labels")
+        return files, args
+
     def _launch(self, args: list[str], workdir: Path, request: JobRequest) -> RegistrationJob:
         runner = ProcessRunner()
         job = RegistrationJob(runner, workdir, request)

@@ -97,15 +97,9 @@ class PropagationLogic(MultiAtlasLogic, CohortLogic):
                 args = ["propagate", "--atlas", "atlas.nii", "--atlas-labels", "atlas_labels.nii",
                         "--labels-table", "atlas_labels.csv"]
             else:
-                from .atlases import resolveAtlas
-
-                files = resolveAtlas(atlasName)
+                files, atlasArgs = self._libraryAtlasArgs(atlasName)
                 request.movingName = files.atlas.name
-                args = ["propagate", "--atlas", str(files.imagePath), "--atlas-labels", str(files.labelsPath)]
-                if files.tablePath:
-                    args += ["--labels-table", str(files.tablePath)]
-                if files.atlas.resample_labels:
-                    args.append("--resample-labels")
+                args = ["propagate", *atlasArgs]
             request.segmentationName = f"{targetVolume.GetName()} {request.movingName} labels"
             args += ["--target", "target.nii", *options]
             args += self._maskAndWarning(request, workdir, targetMask, targetVolume, atlasVolume, method, affineMetric)

@@ -78,11 +78,11 @@ def trainingAtlas(widget):
 
 def cohortVolumes(widget) -> list:
     """The volumes checked in the cohort list, the scene atlas left out."""
-    from BiJROSLib.bindings import values
+    from BiJROSLib.bindings import nodeReferences
 
     atlas, _, _ = trainingAtlas(widget)
-    checked = values(widget._parameterNode, [b for b in CohortSection.bindings() if b.parameter == "CohortVolume"])
-    return [v for v in checked["CohortVolume"] if atlas is None or v.GetID() != atlas.GetID()]
+    checked = nodeReferences(widget._parameterNode, "CohortVolume")
+    return [v for v in checked if atlas is None or v.GetID() != atlas.GetID()]
 
 
 def sceneVolumes(widget) -> list:
