@@ -157,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "slices are filled, the annotated ones kept)")
     fs.add_argument("--out", required=True, help="output folder: labels.nii.gz (on the query grid) and report.json")
     fs.add_argument("--model", default=None, help="few-shot model: catalog name or model.json (default: the catalog's)")
+    fs.add_argument("--prior-weight", type=float, default=None,
+                    help="same volume: weight (0..1) of the shape interpolated between the annotated slices against "
+                         "the model's image evidence (default 0.5; 0: the model alone, 1: shape interpolation alone)")
+    fs.add_argument("--finetune-steps", type=int, default=None,
+                    help="test-time fine-tuning steps of the model on the annotated slices before it segments "
+                         "(default 0: off)")
+    fs.add_argument("--transfer", default="registration", choices=["registration", "model"],
+                    help="another query volume: 'registration' (default, better in the benchmark) fills the support "
+                         "volume first, then propagates it by 3D registration (io); 'model': the slice model segments "
+                         "the query's slices directly")
     fs.add_argument("--device", default="auto")
     fs.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
 
@@ -346,7 +356,7 @@ def cmd_fewshot(args) -> int:
     import numpy as np
 
     from bijros.device import configure_threads, resolve_device
-    from bijros.fewshot.infer import segment
+    from bijros.fewshot.infer import FewShotOptions, segment
     from bijros.fewshot.model_library import get_fewshot_model
     from bijros.io import load_image, save_image
     from bijros.io.image import Image
@@ -367,19 +377,42 @@ def cmd_fewshot(args) -> int:
     device = resolve_device(args.device)
     threads = configure_threads() if device.type == "cpu" else None
     model, entry = get_fewshot_model(args.model, device)
-    progress, close = _progress(args.progress, {"fewshot": 1.0})
+    options = FewShotOptions(**{k: v for k, v in (("prior_weight", args.prior_weight),
+                                                  ("finetune_steps", args.finetune_steps)) if v is not None})
+    by_registration = not same and args.transfer == "registration"
+    from bijros.progress import STAGE_WEIGHTS
+
+    progress, close = _progress(args.progress, {"fewshot": 0.3, **STAGE_WEIGHTS} if by_registration
+                                else {"fewshot": 1.0})
     try:
-        result, report = segment(model, support.array, np.asarray(labels.array), query.array, values, slices,
-                                 same_volume=same, device=device, progress=progress.stage("fewshot"))
+        result, report = segment(model, support.array, np.asarray(labels.array),
+                                 support.array if by_registration else query.array, values, slices,
+                                 same_volume=same or by_registration, device=device, progress=progress.stage("fewshot"),
+                                 options=options)
+        if by_registration:  # the filled support volume, propagated onto the query
+            from bijros.registration.pipeline import RegistrationOptions, register
+
+            filled = Image(result, support.ijk_to_ras.copy(), labels.label_table, name="filled support")
+            registered = register(query, support, filled, RegistrationOptions(method="io", device=str(device)),
+                                  progress=progress)
+            result = np.asarray(registered.labels.array).astype(result.dtype)
+            report["transfer"] = {"method": "registration", "registration": "io",
+                                  "support_filled_voxels": int((filled.array > 0).sum())}
+        else:
+            report["transfer"] = {"method": "model" if not same else "same volume"}
     finally:
         close()
     report.update({"model": entry["name"], "same_volume": same, "device": str(device), "torch_threads": threads,
                    "query": {"name": query.name, "shape": list(query.shape)},
                    "seconds": {"total": round(time.perf_counter() - t0, 3)}})
     labels_out = Image(result, query.ijk_to_ras.copy(), labels.label_table, name="labels")
-    write_files({"labels.nii.gz": lambda path: save_image(labels_out, path),  # all or nothing, report.json last
-                 "report.json": lambda path: write_json(report, path)}, out)
-    print(f"fewshot done in {report['seconds']['total']:.1f} s; wrote labels.nii.gz, report.json", file=sys.stderr)
+    written = write_files({"labels.nii.gz": lambda path: save_image(labels_out, path),  # all or nothing, report last
+                           "report.json": lambda path: write_json(report, path)}, out)
+    message = f"fewshot done in {report['seconds']['total']:.1f} s; wrote labels.nii.gz, report.json"
+    if args.progress == "json":
+        print(json.dumps({"stage": "result", "fraction": 1.0, "message": message, "out": str(out),
+                          "files": sorted(written), "seconds": report["seconds"]}))
+    print(message, file=sys.stderr)
     return 0
 
 

@@ -4,7 +4,11 @@
 * the annotated slices and their axis are found (or taken from --slices);
 * the 3D result is on the query's grid with its geometry, the annotated slices kept exactly (same volume);
 * training on synthetic episodes exports a catalog entry that loads; registration refuses a few-shot model;
-* the command line end to end on a hippocampus crop (skips without ../shared/data).
+* the shape prior interpolates between annotated slices and tapers beyond them; the fusion with it and the
+  test-time fine-tuning change the result as documented, the cached model stays untouched;
+* slices painted in two orientations are a clear error;
+* the command line end to end on a hippocampus crop, the same volume and another one by registration
+  (skips without ../shared/data).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from test_learned import blob_labels
 
 from bijros.errors import InputError
 from bijros.fewshot.gmrd import GMRD, episode_loss
-from bijros.fewshot.infer import annotated_slices, segment
+from bijros.fewshot.infer import FewShotOptions, annotated_slices, segment
 from bijros.models.weights import sha256_file
 
 ENV = {**os.environ, "BIJROS_NUM_THREADS": "2"}
@@ -117,6 +121,66 @@ def test_training_exports_a_fewshot_entry_that_loads(tmp_path):
         get_fewshot_model("eoir-synth-2mm", "cpu")
 
 
+def test_the_shape_prior_interpolates_and_tapers():
+    from bijros.fewshot.prior import signed_distance, signed_distance_stack, soft_prior
+
+    masks = np.zeros((11, 30, 30), bool)
+    masks[2, 10:14, 10:14] = True  # a 4 x 4 square ...
+    masks[8, 5:25, 5:25] = True  # ... grows to 20 x 20
+    d = signed_distance(masks[2])
+    assert d[12, 12] < 0 < d[0, 0] and abs(d[10, 12] + 0.5) < 1e-6 and abs(d[9, 12] - 0.5) < 1e-6
+    stack = signed_distance_stack(masks, [8, 2], taper=1.0)
+    inside = stack < 0
+    assert np.array_equal(inside[2], masks[2]) and np.array_equal(inside[8], masks[8])
+    widths = [int(inside[j, 15].sum()) for j in range(2, 9)]
+    assert widths == sorted(widths) and 4 < widths[3] < 20  # the contour moves from one to the other
+    assert inside[9, 15].sum() == 18 and inside[10, 15].sum() == 16  # beyond the last slice: 1 px per slice
+    assert inside[1].sum() < masks[2].sum() and not inside[0].any()
+    p = soft_prior(stack)
+    assert p.min() >= 0 and p.max() <= 1 and p[8, 15, 15] > 0.99 and p[2, 0, 0] < 0.01
+
+
+def test_fusion_and_fine_tuning_change_the_result_as_documented(tmp_path):
+    _, model = tiny_model_json(tmp_path / "m")
+    rng = np.random.default_rng(1)
+    truth = np.zeros((16, 24, 24), np.int16)
+    truth[2:14, 6:18, 6:18] = 1
+    image = (rng.random(truth.shape) * 0.2 + 0.7 * truth).astype(np.float32)
+    sparse = np.zeros_like(truth)
+    sparse[[4, 8, 12]] = truth[[4, 8, 12]]
+    shape_only, _ = segment(model, image, sparse, image, same_volume=True, options=FewShotOptions(prior_weight=1))
+    inside = np.zeros_like(truth)
+    inside[4:13, 6:18, 6:18] = 1  # between the annotated slices: the interpolated square
+    assert np.array_equal(shape_only[4:13], inside[4:13])
+    fused, report = segment(model, image, sparse, image, same_volume=True)
+    assert report["options"]["prior_weight"] == 0.5
+    assert np.array_equal(fused[[4, 8, 12]], truth[[4, 8, 12]])
+    far = np.ones(truth.shape, bool)
+    far[:, 6 - 5:18 + 5, 6 - 5:18 + 5] = False
+    assert not fused[far].any()  # never beyond the band around the interpolated shape
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuned, report = segment(model, image, sparse, image, same_volume=True,
+                            options=FewShotOptions(prior_weight=0, finetune_steps=5))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the cached model untouched
+    plain, _ = segment(model, image, sparse, image, same_volume=True, options=FewShotOptions(prior_weight=0))
+    assert report["options"]["finetune_steps"] == 5 and not np.array_equal(tuned, plain)
+    with pytest.raises(InputError, match="prior weight"):
+        FewShotOptions(prior_weight=2)
+
+
+def test_slices_painted_in_two_orientations_are_refused():
+    labels = np.zeros((30, 30, 30), np.int16)
+    labels[5, 10:20, 8:22] = labels[15, 9:21, 8:22] = labels[25, 11:19, 9:20] = 1
+    assert annotated_slices(labels, 1) == (0, [5, 15, 25])
+    labels[4:27, 10:20, 15] = 1  # one more slice, painted in another view
+    with pytest.raises(InputError, match="more than one orientation"):
+        annotated_slices(labels, 1)
+    assert annotated_slices(labels, 1, (0, [5, 15, 25])) == (0, [5, 15, 25])  # named slices: taken as given
+    full = np.zeros_like(labels)
+    full[5:25, 10:20, 8:22] = 1  # a labelled volume: every slice holding the label counts
+    assert len(annotated_slices(full, 1)[1]) == 10
+
+
 def test_fewshot_cli_on_a_hippocampus_crop(tmp_path):
     image = shared_data_path("hippocampus", "images", "hippocampus_003.nii.gz")
     labels = nib.load(shared_data_path("hippocampus", "labels", "hippocampus_003.nii.gz"))
@@ -141,3 +205,14 @@ def test_fewshot_cli_on_a_hippocampus_crop(tmp_path):
     bad = subprocess.run([*base, "--slices", "x:1", "--out", str(tmp_path / "b")], capture_output=True, text=True,
                          env=ENV, timeout=300)
     assert bad.returncode == 2 and "--slices 'x:1' must be AXIS:i,j,k" in bad.stderr
+    other = shared_data_path("hippocampus", "images", "hippocampus_004.nii.gz")
+    query = [*base[:8], "--query", str(other), *base[10:], "--progress", "json"]
+    run = subprocess.run([*query, "--out", str(tmp_path / "r")], capture_output=True, text=True, env=ENV, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["stage"] == "result" and result["files"] == ["labels.nii.gz", "report.json"]
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["transfer"]["method"] == "registration" and report["transfer"]["support_filled_voxels"] > 0
+    out = nib.load(tmp_path / "r" / "labels.nii.gz")
+    assert out.shape == nib.load(other).shape and np.allclose(out.affine, nib.load(other).affine)
+    assert set(np.unique(np.asarray(out.dataobj))) <= {0, 1, 2} and np.asarray(out.dataobj).any()

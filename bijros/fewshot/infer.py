@@ -6,9 +6,15 @@ labelled volume: then every slice holding the label counts). The annotated slice
 GMRD chunking protocol: the query's slices are paired with the nearest annotated slice, by index in the same
 volume, by relative position in another volume). In the same volume the annotated slices are kept exactly.
 Several labels are segmented one by one and each voxel takes the most probable (background below 0.5).
+
+In the same volume the model's probability is fused with the structure's shape interpolated between the
+annotated slices (:mod:`.prior`, ``FewShotOptions.prior_weight``; the model only looks ``band_px`` pixels
+beyond that shape), and the model can first be tuned on the annotated slices (:mod:`.finetune`).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -38,7 +44,31 @@ def annotated_slices(labels: np.ndarray, value: int, slices: tuple[int, list[int
         key = (len(idx), len(idx) / (idx.max() - idx.min() + 1))  # fewest slices, then the sparsest
         if best is None or key < best[0]:
             best = (key, axis, idx.tolist())
-    return best[1], best[2]
+    axis, indices = best[1], best[2]
+    other = [a for a in range(3) if a != axis and _isolated_share(mask, a) >= 0.5]
+    if other and _longest_run(indices) >= 3:
+        raise InputError(f"Label {value} looks painted on slices of more than one orientation (along voxel axes "
+                         f"{axis} and {other[0]}): paint every slice of a structure in the same view, or name the "
+                         "annotated slices with --slices AXIS:i,j,k.")
+    return axis, indices
+
+
+def _isolated_share(mask: np.ndarray, axis: int) -> float:
+    """The share of labelled voxels whose two neighbours along ``axis`` are unlabelled (a voxel of a slice
+    painted across that axis)."""
+    m = np.moveaxis(mask, axis, 0)
+    padded = np.pad(m, ((1, 1), (0, 0), (0, 0)))
+    isolated = m & ~padded[:-2] & ~padded[2:]
+    return float(isolated.sum() / max(int(m.sum()), 1))
+
+
+def _longest_run(indices: list[int]) -> int:
+    """The longest run of consecutive indices."""
+    best = run = 1
+    for a, b in zip(indices, indices[1:]):
+        run = run + 1 if b == a + 1 else 1
+        best = max(best, run)
+    return best if indices else 0
 
 
 BATCH = 32  # query slices per forward pass
@@ -62,10 +92,65 @@ def _unit(volume: np.ndarray) -> np.ndarray:
     return np.clip(robust_normalize(volume.astype(np.float32)), 0, 1)
 
 
+@dataclasses.dataclass
+class FewShotOptions:
+    """How a volume is filled from its annotated slices (``bijros fewshot`` options of the same names)."""
+
+    prior_weight: float = 0.5  # same volume: weight of the interpolated shape against the model (0: model only)
+    band_px: float = 4.0  # same volume: the model may add voxels up to this far outside the interpolated shape
+    taper_px: float = 1.0  # the shape shrinks by this much per slice beyond the first/last annotated slice
+    finetune_steps: int = 0  # test-time fine-tuning steps on the annotated slices (0: off)
+    finetune_lr: float = 1e-4
+
+    def __post_init__(self):
+        if not 0 <= self.prior_weight <= 1:
+            raise InputError(f"prior weight {self.prior_weight} must be between 0 and 1.")
+        if self.finetune_steps < 0 or self.band_px < 0 or self.taper_px < 0:
+            raise InputError("fine-tuning steps, band and taper cannot be negative.")
+
+
+def _model_probabilities(model, s_slices, s_masks, q_slices, indices, skip, same_volume, device) -> np.ndarray:
+    """Foreground probability of every query slice (0 on ``skip``), each from its nearest annotated slice."""
+    nq, ns = q_slices.shape[0], s_slices.shape[0]
+    prob = np.zeros(q_slices.shape, np.float32)
+    pairs: dict[int, list[int]] = {}
+    for j in range(nq):
+        if j in skip:
+            continue
+        position = j if same_volume else j * (ns - 1) / max(nq - 1, 1)
+        pairs.setdefault(min(indices, key=lambda k: abs(k - position)), []).append(j)
+    for i, js in pairs.items():  # one batch per annotated slice: the query slices it is the support of
+        for start in range(0, len(js), BATCH):
+            part = js[start:start + BATCH]
+            sup = _tensor(np.repeat(s_slices[i][None], len(part), 0), device)
+            msk = _tensor(np.repeat(s_masks[i][None].astype(np.float32), len(part), 0), device)
+            with torch.no_grad():
+                logits = model(sup, msk, _tensor(q_slices[part], device))
+            prob[part] = logits.softmax(1)[:, 1].cpu().numpy()
+    return prob
+
+
+CONTEXT_PX = 16  # in-plane context the model sees around the band of the interpolated shape
+
+
+def _box(region: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """In-plane bounding box of ``region`` (N, H, W) grown by ``margin`` pixels, inside the slices."""
+    box = []
+    for axis, size in ((1, region.shape[1]), (2, region.shape[2])):
+        hits = np.nonzero(region.any(axis=tuple(a for a in (0, 1, 2) if a != axis)))[0]
+        lo, hi = (int(hits.min()), int(hits.max()) + 1) if hits.size else (0, size)
+        box.append(slice(max(0, lo - margin), min(size, hi + margin)))
+    return tuple(box)
+
+
 def segment(model, support: np.ndarray, support_labels: np.ndarray, query: np.ndarray, values: list[int] | None = None,
             slices: tuple[int, list[int]] | None = None, same_volume: bool = False, device="cpu",
-            progress=None) -> tuple[np.ndarray, dict]:
+            progress=None, options: FewShotOptions | None = None) -> tuple[np.ndarray, dict]:
     """Labels on the query's voxel grid (the dtype of ``support_labels``) and a report."""
+    from bijros.fewshot.finetune import finetune
+    from bijros.fewshot.prior import signed_distance_stack, soft_prior
+
+    options = options or FewShotOptions()
     if support.ndim != 3 or query.ndim != 3:
         raise InputError(f"Few-shot segmentation needs 3D support and query images (got {support.ndim}D and "
                          f"{query.ndim}D).")
@@ -75,37 +160,40 @@ def segment(model, support: np.ndarray, support_labels: np.ndarray, query: np.nd
     values = values or [int(v) for v in np.unique(support_labels) if v != 0]
     if not values:
         raise InputError("The support labels are empty: paint the structure on at least one slice.")
-    s_img, q_img = _unit(support), (None if same_volume else _unit(query))
-    if same_volume:
-        q_img = s_img
+    s_img = _unit(support)
+    q_img = s_img if same_volume else _unit(query)
     best_p = np.zeros(query.shape, np.float32)
     out = np.zeros(query.shape, support_labels.dtype)
-    report = {"labels": {}}
+    report = {"labels": {}, "options": dataclasses.asdict(options)}
     model.eval()
     for n, value in enumerate(values):
         axis, indices = annotated_slices(support_labels, value, slices)
         s_slices = np.moveaxis(s_img, axis, 0)
         s_masks = np.moveaxis(support_labels == value, axis, 0)
         q_slices = np.moveaxis(q_img, axis, 0)
-        nq, ns = q_slices.shape[0], s_slices.shape[0]
         if s_slices.shape[1:] != q_slices.shape[1:]:  # another volume: its slices' size (the model is local)
             s_slices, s_masks = _resize(s_slices, q_slices.shape[1:]), _resize(s_masks, q_slices.shape[1:]) > 0.5
-        prob = np.zeros(q_slices.shape, np.float32)
-        pairs: dict[int, list[int]] = {}
-        for j in range(nq):
-            if same_volume and j in indices:
-                prob[j] = s_masks[j]  # an annotated slice is kept exactly
-                continue
-            position = j if same_volume else j * (ns - 1) / max(nq - 1, 1)
-            pairs.setdefault(min(indices, key=lambda k: abs(k - position)), []).append(j)
-        for i, js in pairs.items():  # one batch per annotated slice: the query slices it is the support of
-            for start in range(0, len(js), BATCH):
-                part = js[start:start + BATCH]
-                sup = _tensor(np.repeat(s_slices[i][None], len(part), 0), device)
-                msk = _tensor(np.repeat(s_masks[i][None].astype(np.float32), len(part), 0), device)
-                with torch.no_grad():
-                    logits = model(sup, msk, _tensor(q_slices[part], device))
-                prob[part] = logits.softmax(1)[:, 1].cpu().numpy()
+        tuned = model
+        if options.finetune_steps:
+            tuned = finetune(model, _tensor(s_slices[indices], "cpu"), _tensor(s_masks[indices].astype(np.float32),
+                             "cpu"), options.finetune_steps, options.finetune_lr)
+        skip = set(indices) if same_volume else set()
+        if same_volume and options.prior_weight > 0:
+            distance = signed_distance_stack(s_masks, indices, options.taper_px)
+            band = distance <= options.band_px  # where the model may add to the shape
+            skip |= {j for j in range(band.shape[0]) if not band[j].any()}
+            box = _box(band, CONTEXT_PX)  # the model sees the band and some context around it, not whole slices
+            prob = np.zeros(q_slices.shape, np.float32)
+            prob[(slice(None), *box)] = _model_probabilities(tuned, s_slices[(slice(None), *box)],
+                                                             s_masks[(slice(None), *box)],
+                                                             q_slices[(slice(None), *box)], indices, skip,
+                                                             same_volume, device)
+            w = options.prior_weight
+            prob = (1 - w) * prob * band + w * soft_prior(distance)
+        else:
+            prob = _model_probabilities(tuned, s_slices, s_masks, q_slices, indices, skip, same_volume, device)
+        if same_volume:
+            prob[indices] = s_masks[indices]  # an annotated slice is kept exactly
         prob = np.moveaxis(prob, 0, axis)
         take = (prob > 0.5) & (prob > best_p)
         out[take], best_p[take] = value, prob[take]
