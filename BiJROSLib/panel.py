@@ -32,7 +32,8 @@ def qcSummary(report: dict, wallSeconds: float | None = None) -> str:
 def createdNodeNames(nodes: dict) -> list[str]:
     """Names of the nodes a finished job created (``finishJob``'s dict), each once, in order."""
     return list(dict.fromkeys(node.GetName() for key, node in nodes.items()
-                              if key not in ("report", "warnings", "ranking", "library", "model") and node is not None))
+                              if key not in ("report", "warnings", "ranking", "library", "model", "segmentId", "modifiedSegmentation")
+                              and node is not None))
 
 
 class JobPanelMixin:

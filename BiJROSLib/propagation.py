@@ -12,10 +12,11 @@ from .multi_atlas import MultiAtlasLogic
 from .options import engineArguments, engineMethod
 from .results import segmentTerminology
 from .segmentations import segmentationProblem
+from .slice_fewshot import SliceFewShotLogic
 from .volumes import checkScalarVolume, volumeNodeToImage
 
 
-class PropagationLogic(MultiAtlasLogic, CohortLogic):
+class PropagationLogic(MultiAtlasLogic, CohortLogic, SliceFewShotLogic):
     """One-shot label propagation: an atlas's segmentation carried onto a target volume."""
 
     def atlasNames(self) -> list[str]:

@@ -173,8 +173,10 @@ def segmentLabelValues(segmentation, segmentIds: list[str]) -> list[int]:
     return values
 
 
-def segmentationToLabelImage(segmentationNode, referenceVolumeNode, scene, world: bool = True) -> Image:
-    """Label map on the reference volume's grid, one value per segment, with a value->name/colour table.
+def segmentationToLabelImage(segmentationNode, referenceVolumeNode, scene, world: bool = True,
+                             segmentIds: list[str] | None = None) -> Image:
+    """Label map on the reference volume's grid, one value per segment (``segmentIds``: those only), with a
+    value->name/colour table.
 
     Values keep the segments' own label values when distinct (a segmentation imported from a
     FreeSurfer/atlas label map keeps its numbers), else 1..N in segment order. Temporary nodes
@@ -187,7 +189,11 @@ def segmentationToLabelImage(segmentationNode, referenceVolumeNode, scene, world
     segmentation = segmentationNode.GetSegmentation()
     if segmentation.GetNumberOfSegments() == 0:
         raise ValueError(f"The segmentation '{segmentationNode.GetName()}' has no segments.")
-    segmentIds = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    if segmentIds is None:
+        segmentIds = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    missing = [i for i in segmentIds if segmentation.GetSegment(i) is None]
+    if missing:
+        raise ValueError(f"The segmentation '{segmentationNode.GetName()}' has no segment {missing[0]}.")
     values = segmentLabelValues(segmentation, segmentIds)
 
     before = nodeIds(scene)

@@ -16,6 +16,7 @@ from FewShotSegmentPanel.advanced import AdvancedSection
 from FewShotSegmentPanel.atlas import AtlasSection
 from FewShotSegmentPanel.cohort import CohortSection
 from FewShotSegmentPanel.selection import SelectionSection
+from FewShotSegmentPanel.slices import FewShotSection
 from FewShotSegmentPanel.target import TargetSection
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -30,7 +31,7 @@ from BiJROSLib.logic import PropagationLogic
 from BiJROSLib.panel import JobPanelMixin
 
 README_URL = "https://github.com/bijros/SlicerBiJROS#readme"
-SECTIONS = (TargetSection, AtlasSection, SelectionSection, CohortSection, AdvancedSection)
+SECTIONS = (TargetSection, AtlasSection, SelectionSection, CohortSection, FewShotSection, AdvancedSection)
 
 
 class FewShotSegment(ScriptedLoadableModule):
@@ -51,8 +52,9 @@ With several atlases from a library (a folder of labelled images), the atlases a
 the best ones registered and their labels fused (majority vote or locally weighted voting), with a
 confidence volume. Cohort learning trains a segmentation model from one atlas (a library atlas, or a scene volume +
 segmentation) and a cohort of unlabelled volumes (checked in the scene, or a folder) (Bi-JROS bi-level decoders, or BRBS), then segments the target or every
-volume in the scene with it; trained models are kept and can be picked again. Not in this version yet:
-few-shot slice segmentation (GMRD).
+volume in the scene with it; trained models are kept and can be picked again. Few-shot: paint a structure on
+a few slices of the target (Segment Editor, one view) and "Segment remaining slices" adds the filled structure as
+a new segment (the painted one is untouched); "Apply to other volumes" segments the checked volumes from it.
 See the <a href="{README_URL}">BiJROS documentation</a> for the console API and examples.
 """
         self.parent.acknowledgementText = ACKNOWLEDGEMENT
@@ -210,7 +212,7 @@ class FewShotSegmentTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         for test in (self.test_PropagationRecoversTheKnownShift, self.test_AtlasWithoutSegmentation,
-                     self.test_Library, self.test_CohortLearning):
+                     self.test_Library, self.test_CohortLearning, self.test_FewShotFromPaintedSlices):
             self.setUp()
             test()
 
@@ -293,3 +295,35 @@ class FewShotSegmentTest(ScriptedLoadableModuleTest):
                 os.environ["BIJROS_CONFIG_DIR"] = previous
             shutil.rmtree(folder, ignore_errors=True)
         self.delayDisplay("Cohort learning passed")
+
+    def test_FewShotFromPaintedSlices(self):
+        import numpy as np
+
+        from BiJROSLib.selftest import phantomArrays
+        from BiJROSLib.volumes import segmentationToLabelImage
+
+        self.delayDisplay("A structure painted on 3 slices fills the remaining ones as a new segment")
+        image, labels = phantomArrays((0, 0, 0))
+        outer = (labels > 0).astype(np.uint8)
+        rows = np.nonzero(outer.any(axis=(1, 2)))[0]
+        picks = [int(rows.min() + f * (rows.max() - rows.min())) for f in (1 / 6, 1 / 2, 5 / 6)]
+        painted = np.zeros_like(outer)
+        painted[picks] = outer[picks]
+        volume = slicer.util.addVolumeFromArray(image, nodeClassName="vtkMRMLScalarVolumeNode", name="painted volume")
+        labelNode = slicer.util.addVolumeFromArray(painted, nodeClassName="vtkMRMLLabelMapVolumeNode", name="painted")
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "painted segmentation")
+        slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelNode, segmentation)
+        slicer.mrmlScene.RemoveNode(labelNode)
+        segmentId = segmentation.GetSegmentation().GetNthSegmentID(0)
+        nodes = FewShotSegmentLogic().segmentRemainingSlices(volume, segmentation, segmentId, device="cpu")
+        seg = segmentation.GetSegmentation()
+        self.assertEqual(seg.GetNumberOfSegments(), 2)
+        filled = segmentationToLabelImage(segmentation, volume, slicer.mrmlScene,
+                                          segmentIds=[nodes["segmentId"]]).array.T > 0  # (i, j, k) -> (k, j, i)
+        for k in picks:  # the painted slices kept exactly
+            self.assertTrue(np.array_equal(filled[k], outer[k] > 0))
+        rest = np.ones(outer.shape, bool)
+        rest[picks] = False
+        dice = 2 * (filled & (outer > 0) & rest).sum() / ((filled & rest).sum() + ((outer > 0) & rest).sum())
+        self.assertGreater(dice, 0.7, f"the slices not painted: Dice {dice:.2f} with the phantom")
+        self.delayDisplay("Few-shot from painted slices passed")

@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "the model's image evidence (default 0.5; 0: the model alone, 1: shape interpolation alone)")
     fs.add_argument("--finetune-steps", type=int, default=None,
                     help="test-time fine-tuning steps of the model on the annotated slices before it segments "
-                         "(default 0: off)")
+                         "(default 30, a few seconds on a CPU; 0: off)")
     fs.add_argument("--transfer", default="registration", choices=["registration", "model"],
                     help="another query volume: 'registration' (default, better in the benchmark) fills the support "
                          "volume first, then propagates it by 3D registration (io); 'model': the slice model segments "
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     pub = sub.add_parser("publish-model", help="copy a trained model into the learned model library (catalog.json)")
     pub.add_argument("--run", required=True, help="a train-registration run folder (model.json, model.safetensors)")
     pub.add_argument("--library", default=None, help="library folder (default: Resources/Models)")
-    pub.add_argument("--benchmark", default=None, help="MALF benchmark JSON whose figures go into the entry")
+    pub.add_argument("--benchmark", default=None, help="benchmark JSON whose figures go into the entry (malf_propagation.py; fewshot_slices.py for a few-shot model)")
     pub.add_argument("--no-default", action="store_true", help="do not make it the library's default model")
     from bijros.oneshot.commands import add_parsers
 
@@ -402,7 +402,7 @@ def cmd_fewshot(args) -> int:
             report["transfer"] = {"method": "model" if not same else "same volume"}
     finally:
         close()
-    report.update({"model": entry["name"], "same_volume": same, "device": str(device), "torch_threads": threads,
+    report.update({"model": entry["name"], "model_sha256": entry.get("sha256"), "same_volume": same, "device": str(device), "torch_threads": threads,
                    "query": {"name": query.name, "shape": list(query.shape)},
                    "seconds": {"total": round(time.perf_counter() - t0, 3)}})
     labels_out = Image(result, query.ijk_to_ras.copy(), labels.label_table, name="labels")

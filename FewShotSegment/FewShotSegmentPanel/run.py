@@ -8,7 +8,7 @@ from __future__ import annotations
 from BiJROSLib import dependencies
 from BiJROSLib.views import resultForeground, showInSliceViews
 
-from . import cohort
+from . import cohort, slices
 from .selection import storeLibrary, storeRanking
 
 
@@ -37,6 +37,8 @@ def startJob(widget):
 
 def showResults(widget, nodes) -> None:
     if cohort.showResults(widget, nodes):  # a trained one-shot model
+        return
+    if slices.showResults(widget, nodes):  # a few-shot result
         return
     if nodes.get("library") is not None:  # the library's contents
         storeLibrary(widget, nodes["library"])

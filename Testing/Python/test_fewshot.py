@@ -27,8 +27,9 @@ from safetensors.torch import save_file
 from test_learned import blob_labels
 
 from bijros.errors import InputError
+from bijros.fewshot.annotation import annotated_slices
 from bijros.fewshot.gmrd import GMRD, episode_loss
-from bijros.fewshot.infer import FewShotOptions, annotated_slices, segment
+from bijros.fewshot.infer import FewShotOptions, segment
 from bijros.models.weights import sha256_file
 
 ENV = {**os.environ, "BIJROS_NUM_THREADS": "2"}
@@ -153,7 +154,7 @@ def test_fusion_and_fine_tuning_change_the_result_as_documented(tmp_path):
     inside[4:13, 6:18, 6:18] = 1  # between the annotated slices: the interpolated square
     assert np.array_equal(shape_only[4:13], inside[4:13])
     fused, report = segment(model, image, sparse, image, same_volume=True)
-    assert report["options"]["prior_weight"] == 0.5
+    assert report["options"]["prior_weight"] == 0.5 and report["options"]["finetune_steps"] == 30
     assert np.array_equal(fused[[4, 8, 12]], truth[[4, 8, 12]])
     far = np.ones(truth.shape, bool)
     far[:, 6 - 5:18 + 5, 6 - 5:18 + 5] = False
@@ -162,8 +163,10 @@ def test_fusion_and_fine_tuning_change_the_result_as_documented(tmp_path):
     tuned, report = segment(model, image, sparse, image, same_volume=True,
                             options=FewShotOptions(prior_weight=0, finetune_steps=5))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the cached model untouched
-    plain, _ = segment(model, image, sparse, image, same_volume=True, options=FewShotOptions(prior_weight=0))
+    plain, _ = segment(model, image, sparse, image, same_volume=True,
+                       options=FewShotOptions(prior_weight=0, finetune_steps=0))
     assert report["options"]["finetune_steps"] == 5 and not np.array_equal(tuned, plain)
+    assert FewShotOptions().finetune_steps == 30  # on by default: the benchmark's better row
     with pytest.raises(InputError, match="prior weight"):
         FewShotOptions(prior_weight=2)
 

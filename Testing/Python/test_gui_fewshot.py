@@ -357,3 +357,116 @@ def test_cohort_learning_trains_and_segments_every_volume(fs, shared_data, tmp_p
     for node in made:
         assert sorted(segmentNames(node)) == sorted(segmentNames(atlasSegmentation))
     saveScreenshot(fs.parent, "FewShotSegment-cohort.png", size=(450, 1100))
+
+
+def paintedCase(shared_data, tmp_path, case="hippocampus_001", axis=2):
+    """A hippocampus crop and its whole hippocampus "painted" on 3 slices (1/6, 1/2, 5/6 of its range)."""
+    import nibabel as nib
+    import numpy as np
+
+    images, labels = shared_data("hippocampus", "images"), shared_data("hippocampus", "labels")
+    truth = nib.load(labels / f"{case}.nii.gz")
+    whole = np.asarray(truth.dataobj) > 0
+    idx = np.nonzero(whole.any(axis=tuple(a for a in range(3) if a != axis)))[0]
+    picks = sorted({round(idx.min() + f * (idx.max() - idx.min())) for f in (1 / 6, 1 / 2, 5 / 6)})
+    painted = np.zeros(whole.shape, np.int16)
+    for p in picks:
+        index = [slice(None)] * 3
+        index[axis] = p
+        painted[tuple(index)] = whole[tuple(index)]
+    path = tmp_path / f"{case}_painted.nii.gz"
+    nib.save(nib.Nifti1Image(painted, truth.affine), path)
+    return images / f"{case}.nii.gz", path, picks, whole
+
+
+def test_few_shot_fills_the_remaining_slices_and_other_volumes(fs, shared_data, tmp_path):
+    """Few-shot section: the painted segment -> "Segment remaining slices" adds one new segment (the painted one is
+    unchanged) that keeps the painted slices and fills the others; "Apply to other volumes" adds a segmentation to
+    each checked volume; an empty painted segment is refused with a reason and nothing is added."""
+    import numpy as np
+    import qt
+    from slicer_shell import MessageRecorder
+
+    from BiJROSLib.volumes import segmentationToLabelImage
+
+    image, paintedPath, picks, whole = paintedCase(shared_data, tmp_path)
+    volume = loadVolume(image, "hippocampus_001")
+    painted = loadSegmentation(paintedPath, "painted")
+    segmentId = painted.GetSegmentation().GetNthSegmentID(0)
+    painted.GetSegmentation().GetSegment(segmentId).SetName("Hippocampus")
+    other = loadVolume(shared_data("hippocampus", "images") / "hippocampus_003.nii.gz", "hippocampus_003")
+    ui, scene = fs.ui, fs.logic.scene
+    ui.fewShotCollapsibleButton.collapsed = False
+    ui.targetVolumeSelector.setCurrentNode(volume)
+    ui.fewShotSegmentationSelector.setCurrentNode(None)
+    assert not ui.fewShotRemainingButton.enabled and "segmentation" in ui.fewShotRemainingButton.toolTip
+    ui.fewShotSegmentationSelector.setCurrentNode(painted)
+    assert ui.fewShotSegmentComboBox.count == 1 and ui.fewShotSegmentComboBox.currentData == segmentId
+    assert fs._parameterNode.GetParameter("FewShotSegment") == segmentId
+    assert ui.fewShotRemainingButton.enabled, ui.fewShotRemainingButton.toolTip
+    assert not ui.fewShotApplyButton.enabled and "Check the other volumes" in ui.fewShotApplyButton.toolTip
+    ui.deviceComboBox.setCurrentIndex(ui.deviceComboBox.findData("cpu"))
+    before = segmentationToLabelImage(painted, volume, scene).array.copy()
+    nodes = nodeIds(scene)
+    ui.fewShotRemainingButton.click()
+    assert fs._job is not None and ui.propagateButton.text == "Cancel"
+    assert processEventsUntil(lambda: fs._job is None, 120), ui.statusLabel.text
+    assert "Added the segment 'Hippocampus (few-shot)' to 'painted'" in ui.statusLabel.text, \
+        ui.statusLabel.text
+    assert nodeIds(scene) == nodes  # a segment of the painted segmentation, no new node
+    names = segmentNames(painted)
+    assert len(names) == 2 and names[1] == f"{names[0]} (few-shot)"
+    seg = painted.GetSegmentation()
+    paintedAfter = segmentationToLabelImage(painted, volume, scene, segmentIds=[segmentId]).array
+    assert np.array_equal(paintedAfter > 0, before > 0)  # the painted segment untouched
+    filled = segmentationToLabelImage(painted, volume, scene, segmentIds=[seg.GetNthSegmentID(1)]).array > 0
+    for p in picks:  # the painted slices kept exactly, the others filled
+        assert np.array_equal(filled[:, :, p], before[:, :, p] > 0)
+    rest = np.ones(whole.shape, bool)
+    rest[:, :, picks] = False
+    dice = 2 * (filled & whole & rest).sum() / ((filled & rest).sum() + (whole & rest).sum())
+    assert dice > 0.5, dice  # the slices not painted hold the hippocampus
+    # other volumes: the checked ones, by the slice model (the recommended registration is the engine's io)
+    ui.fewShotVolumesComboBox.setCheckState(other, qt.Qt.Checked)
+    ui.fewShotTransferComboBox.setCurrentIndex(ui.fewShotTransferComboBox.findData("model"))
+    ui.fewShotSegmentComboBox.setCurrentIndex(0)
+    assert ui.fewShotApplyButton.enabled, ui.fewShotApplyButton.toolTip
+    ui.fewShotApplyButton.click()
+    assert processEventsUntil(lambda: fs._job is None and not fs._fewShotQueue, 120), ui.statusLabel.text
+    made = scene.GetFirstNodeByName(f"hippocampus_003 {names[0]} (few-shot)")
+    assert made is not None, ui.statusLabel.text
+    assert segmentNames(made) == [names[0]]
+    assert made.GetNodeReference("referenceImageGeometryRef").GetID() == other.GetID()
+    saveScreenshot(fs.parent, "FewShotSegment-fewshot.png", size=(450, 1100))
+    # an empty painted segment: a reason, no run, nothing added
+    emptyId = seg.AddEmptySegment("", "empty")
+    ui.fewShotSegmentComboBox.setCurrentIndex(ui.fewShotSegmentComboBox.findData(emptyId))
+    nodes = nodeIds(scene)
+    with MessageRecorder() as recorder:
+        ui.fewShotRemainingButton.click()
+    assert fs._job is None and nodeIds(scene) == nodes
+    assert any("'empty' is empty" in m for m in recorder.messages()), recorder.messages()
+    # a segment painted in two views (3 slices across each of two axes): refused before a run, nothing added
+    import slicer
+
+    truth = whole.T  # slicer arrays are (k, j, i)
+    twoViews = np.zeros(truth.shape, np.uint8)
+    for axis in (0, 2):
+        held = np.nonzero(truth.any(axis=tuple(a for a in range(3) if a != axis)))[0]
+        for f in (1 / 6, 1 / 2, 5 / 6):
+            index = [slice(None)] * 3
+            index[axis] = held[int(f * (len(held) - 1))]
+            twoViews[tuple(index)] = truth[tuple(index)]
+    labelNode = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "two views")
+    labelNode.CopyOrientation(volume)
+    slicer.util.updateVolumeFromArray(labelNode, twoViews)
+    slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelNode, painted)
+    scene.RemoveNode(labelNode)
+    twoId = seg.GetNthSegmentID(seg.GetNumberOfSegments() - 1)
+    ui.fewShotSegmentComboBox.setCurrentIndex(ui.fewShotSegmentComboBox.findData(twoId))
+    assert ui.fewShotSegmentComboBox.currentData == twoId
+    segments, nodes = seg.GetNumberOfSegments(), nodeIds(scene)
+    with MessageRecorder() as recorder:
+        ui.fewShotRemainingButton.click()
+    assert fs._job is None and nodeIds(scene) == nodes and seg.GetNumberOfSegments() == segments
+    assert any("more than one view" in m for m in recorder.messages()), recorder.messages()

@@ -46,6 +46,16 @@ def test_catalog_entries_are_complete_verified_and_small():
                     "command", "benchmark"):
             assert entry.get(key), f"{entry['name']} lacks {key}"
         assert "Apache-2.0" in entry["training_data_license"] and "malf" not in entry["training_data"].lower()
+        if entry.get("task") == "fewshot":
+            assert entry["command"].startswith("bijros train-fewshot --config")
+            fused = [r for r in entry["benchmark"]["rows"] if r["title"].startswith("GMRD + shape interpolation")]
+            fill = [r for r in entry["benchmark"]["rows"] if r["title"] == "Fill between slices" and r["part"] == "a"]
+            assert fused and fill and max(r["mean_dice"] for r in fused) >= fill[0]["mean_dice"] + 0.03
+            model = load_model(entry, folder)
+            with torch.no_grad():
+                mask = (torch.rand(1, 1, 32, 32) > 0.5).float()
+                assert model(torch.rand(1, 1, 32, 32), mask, torch.rand(1, 1, 32, 32)).shape == (1, 2, 32, 32)
+            continue
         assert entry["command"].startswith("bijros train-registration --config")
         methods = {"bijros:text", "bijros:text+io"} if entry["architecture"] == "textscf" else {
             "bijros:learned", "bijros:learned+io"}

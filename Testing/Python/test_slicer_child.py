@@ -72,6 +72,9 @@ def test_installed_extension_runs_from_its_own_folder(python_slicer, tmp_path):
                                                                       preset="fast", device="cpu")
         print(json.dumps({{"lib": BiJROSLib.__file__, "engine": nodes["report"]["bijros_path"],
                           "parent_engine_loaded": "bijros" in sys.modules and sys.modules["bijros"].__file__}}))
+        sys.stdout.flush()
+        import os
+        os._exit(0)  # no interpreter teardown: its garbage collection can abort in PySide6/VTK (see conftest.py)
     """)
     proc = run_child(python_slicer, code, pythonpath=str(layout), cwd=str(tmp_path))
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])

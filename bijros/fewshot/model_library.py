@@ -36,3 +36,30 @@ def _load(entry_json: str, folder: str, device: str):
 def get_fewshot_model(model: str | None, device):
     entry, folder = fewshot_entry(model)
     return _load(json.dumps(entry, sort_keys=True), str(folder), str(device)), entry
+
+
+#: the parts of Testing/Benchmarks/fewshot_slices.py's JSON and the Dice each record holds
+BENCHMARK_PARTS = {"a": ("hippocampus crops, same volume, 3 painted slices, 40 cases x 3 axes", "whole"),
+                   "b": ("hippocampus crops, 3 painted slices of one case -> 40 other cases", "whole"),
+                   "c": ("MALF brains, same volume, 4 structures x 4 scans x 3 axes", "dice")}
+
+
+def benchmark_figures(path) -> dict:
+    """The rows of a few-shot benchmark JSON (Testing/Benchmarks/fewshot_slices.py), compacted for the catalog."""
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        rows = [{"part": part, "setup": setup, "title": title, "mean_dice": round(sum(r[key] for r in row["records"])
+                                                                             / len(row["records"]), 4),
+                 "median_s": round(row["median_s"], 3)}
+                for part, (setup, key) in BENCHMARK_PARTS.items() for title, row in data.get(part, {}).items()]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ZeroDivisionError) as exc:
+        raise InputError(f"cannot read few-shot benchmark results {path}: {exc}") from exc
+    if not rows:
+        raise InputError(f"{path} holds no few-shot benchmark rows (parts a, b, c of fewshot_slices.py)")
+    usable = [r for r in rows if "reference" not in r["title"]]  # a fully labelled support is not few-shot
+    best = {part: max((r for r in usable if r["part"] == part), key=lambda r: r["mean_dice"])
+            for part in BENCHMARK_PARTS if any(r["part"] == part for r in usable)}
+    return {"source": Path(path).name, "rows": rows,
+            "summary": "; ".join(f"({part}) {r['title']} Dice {r['mean_dice']:.3f}" for part, r in best.items())}

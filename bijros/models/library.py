@@ -102,7 +102,11 @@ def publish_model(run_dir: str | Path, library: str | Path | None = None, benchm
     shutil.copyfile(source, tmp)
     entry = {**entry, "file": target.name, "sha256": sha256_file(tmp),
              "size_mb": round(tmp.stat().st_size / 1e6, 3)}
-    if benchmark:
+    if benchmark and entry.get("task") == "fewshot":
+        from bijros.fewshot.model_library import benchmark_figures as fewshot_figures
+
+        entry["benchmark"] = fewshot_figures(benchmark)
+    elif benchmark:
         entry["benchmark"] = benchmark_figures(benchmark)
     os.replace(tmp, target)
     catalog["models"] = [e for e in catalog.get("models", []) if e.get("name") != entry["name"]] + [entry]
