@@ -219,3 +219,26 @@ def test_fewshot_cli_on_a_hippocampus_crop(tmp_path):
     out = nib.load(tmp_path / "r" / "labels.nii.gz")
     assert out.shape == nib.load(other).shape and np.allclose(out.affine, nib.load(other).affine)
     assert set(np.unique(np.asarray(out.dataobj))) <= {0, 1, 2} and np.asarray(out.dataobj).any()
+
+
+def test_fewshot_cli_refuses_a_2d_query_and_a_changed_model(tmp_path):
+    image = shared_data_path("hippocampus", "images", "hippocampus_003.nii.gz")
+    labels = nib.load(shared_data_path("hippocampus", "labels", "hippocampus_003.nii.gz"))
+    sparse = np.zeros(labels.shape, np.int16)
+    sparse[[10, 16, 24]] = np.asarray(labels.dataobj)[[10, 16, 24]]
+    nib.save(nib.Nifti1Image(sparse, labels.affine), tmp_path / "painted.nii.gz")
+    flat = np.asarray(nib.load(image).dataobj)[:, :, 10].astype(np.float32)
+    nib.save(nib.Nifti1Image(flat, labels.affine), tmp_path / "slice.nii.gz")
+    model_json, _ = tiny_model_json(tmp_path / "m")
+    base = [sys.executable, "-m", "bijros", "fewshot", "--support-image", str(image), "--support-labels",
+            str(tmp_path / "painted.nii.gz"), "--model", str(model_json), "--progress", "none"]
+    run = subprocess.run([*base, "--query", str(tmp_path / "slice.nii.gz"), "--out", str(tmp_path / "a")],
+                         capture_output=True, text=True, env=ENV, timeout=300)
+    assert run.returncode == 2 and "is a 2D image" in run.stderr and not (tmp_path / "a").exists()
+    weights = tmp_path / "m" / "m.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 1  # one bit of the weights changed
+    weights.write_bytes(bytes(data))
+    run = subprocess.run([*base, "--query", str(image), "--out", str(tmp_path / "b")], capture_output=True, text=True,
+                         env=ENV, timeout=300)
+    assert run.returncode == 2 and "damaged or was changed: sha256" in run.stderr and not (tmp_path / "b").exists()
