@@ -104,6 +104,18 @@ def nearest_slice(sparse: np.ndarray, axis: int, picks: list[int]) -> np.ndarray
     return out
 
 
+def same_volume_runs(image: np.ndarray, truth: np.ndarray, axis: int, gmrd, variants: dict):
+    """(a) and (c): the slices at 1/6, 1/2, 5/6 along ``axis`` painted -> (voxels to score, row -> filling)."""
+    picks = painted_slices(truth, axis)
+    sparse, keep = sparse_and_mask(truth, axis, picks)
+    runs = {"Fill between slices": functools.partial(fill_between_slices, sparse, axis),
+            "nearest painted slice": functools.partial(nearest_slice, sparse, axis, picks),
+            "shape interpolation alone (bijros prior, no image)": functools.partial(shape_only, sparse, axis, picks)}
+    runs.update({row: functools.partial(gmrd, image, sparse, image, True, axis, picks, options)
+                 for row, options in variants.items()})
+    return keep, runs
+
+
 def dice(pred: np.ndarray, truth: np.ndarray, keep: np.ndarray) -> dict[str, float]:
     out = {}
     for name, (a, b) in {"anterior": (pred == 1, truth == 1), "posterior": (pred == 2, truth == 2),
@@ -153,14 +165,7 @@ def main(argv=None) -> int:
             truth = np.asarray(load(name).array)
             image = np.asarray(load_image(DATA / "images" / f"{name}.nii.gz").array)
             for axis in range(3):
-                picks = painted_slices(truth, axis)
-                sparse, keep = sparse_and_mask(truth, axis, picks)
-                runs = {"Fill between slices": functools.partial(fill_between_slices, sparse, axis),
-                        "nearest painted slice": functools.partial(nearest_slice, sparse, axis, picks),
-                        "shape interpolation alone (bijros prior, no image)":
-                            functools.partial(shape_only, sparse, axis, picks)}
-                runs.update({row: functools.partial(gmrd, image, sparse, image, True, axis, picks, options)
-                             for row, options in variants_a.items()})
+                keep, runs = same_volume_runs(image, truth, axis, gmrd, variants_a)
                 for row in rows:
                     run = runs[row]
                     t0 = time.perf_counter()
@@ -270,14 +275,7 @@ def malf_part(args, model, gmrd, variants_a) -> dict:
             box = tuple(slice(max(0, int(w.min()) - 24), int(w.max()) + 25) for w in where)
             truth, img = (labels[box] == value).astype(np.int16), image[box]
             for axis in range(3):
-                picks = painted_slices(truth, axis)
-                sparse, keep = sparse_and_mask(truth, axis, picks)
-                runs = {"Fill between slices": functools.partial(fill_between_slices, sparse, axis),
-                        "nearest painted slice": functools.partial(nearest_slice, sparse, axis, picks),
-                        "shape interpolation alone (bijros prior, no image)":
-                            functools.partial(shape_only, sparse, axis, picks)}
-                runs.update({r: functools.partial(gmrd, img, sparse, img, True, axis, picks, o)
-                             for r, o in variants_a.items()})
+                keep, runs = same_volume_runs(img, truth, axis, gmrd, variants_a)
                 for row in rows:
                     t0 = time.perf_counter()
                     pred = runs[row]()
