@@ -8,7 +8,7 @@
     filter that effect runs, interpolating along the painted axis) and copying the nearest painted slice.
 (b) Other volumes: one support case painted the same way (axis 0), filled between slices, then propagated by
     bijros's one-shot 3D registration (io) onto each query case; reference row: the support fully labelled.
-(c) Same volume on MALF brains (1 mm T1): four structures of a few scans painted as in (a), in a crop around each.
+(c) Same volume on MALF brains (1 mm T1, whole heads): four structures of a few scans painted as in (a).
 (w) What a user waits for: the whole ``bijros fewshot`` command (process start to the last file written) on the
     support case of (b), same volume and another volume, with its defaults (3 runs each, median).
 
@@ -227,7 +227,8 @@ def main(argv=None) -> int:
 
 
 def wall_part(args, names, runs: int = 3) -> dict:
-    """(w) ``bijros fewshot`` as a user runs it: its defaults, a fresh process each time, seconds from start to exit."""
+    """(w) ``bijros fewshot`` as a user runs it: its defaults, a fresh process each time, seconds from start to exit
+    (the support case of (b): its remaining slices and another case; a structure on a whole MALF scan)."""
     import subprocess
     import tempfile
 
@@ -241,13 +242,24 @@ def wall_part(args, names, runs: int = 3) -> dict:
         painted = Path(tmp) / "painted.nii.gz"
         nib.save(nib.Nifti1Image(sparse_and_mask(labels, 0, picks)[0].astype(np.int16), truth.affine), painted)
         other = next(n for n in names if n != args.support)
-        for row, query in {"same volume (the remaining slices)": args.support,
-                           f"another volume ({other}, --transfer registration)": other}.items():
+        support = DATA / "images" / f"{args.support}.nii.gz"
+        cases = {"same volume (the remaining slices)": (support, painted, support),
+                 f"another volume ({other}, --transfer registration)":
+                     (support, painted, DATA / "images" / f"{other}.nii.gz")}
+        brain = MALF / f"{MALF_CASES[1]}_labels.nii.gz"
+        if brain.is_file():  # a structure painted on a whole-head scan
+            labels_b = nib.load(brain)
+            whole = (np.asarray(labels_b.dataobj) == 48).astype(np.int16)
+            painted_b = Path(tmp) / "painted_brain.nii.gz"
+            nib.save(nib.Nifti1Image(sparse_and_mask(whole, 2, painted_slices(whole, 2))[0], labels_b.affine),
+                     painted_b)
+            scan = MALF / f"{MALF_CASES[1]}_t1.nii.gz"
+            cases[f"same volume, MALF {MALF_CASES[1]} whole scan (left hippocampus, 3 slices)"] = (scan, painted_b, scan)
+        for row, (image, labels_path, query) in cases.items():
             seconds = []
             for i in range(runs):
-                cmd = [sys.executable, "-m", "bijros", "fewshot", "--support-image",
-                       str(DATA / "images" / f"{args.support}.nii.gz"), "--support-labels", str(painted),
-                       "--query", str(DATA / "images" / f"{query}.nii.gz"), "--out", str(Path(tmp) / f"out{i}"),
+                cmd = [sys.executable, "-m", "bijros", "fewshot", "--support-image", str(image), "--support-labels",
+                       str(labels_path), "--query", str(query), "--out", str(Path(tmp) / f"out{len(out)}-{i}"),
                        "--device", "cpu"] + (["--model", args.model] if args.model else [])
                 t0 = time.perf_counter()
                 subprocess.run(cmd, check=True, capture_output=True)
@@ -258,8 +270,8 @@ def wall_part(args, names, runs: int = 3) -> dict:
 
 
 def malf_part(args, model, gmrd, variants_a) -> dict:
-    """(c) Same volume on MALF brains: each structure of MALF_STRUCTURES painted on 3 slices along each axis, in a
-    crop around it (24 voxels of margin, the same for every row)."""
+    """(c) Same volume on MALF brains: each structure of MALF_STRUCTURES painted on 3 slices along each axis of the
+    whole scan (as a user paints it in Slicer), scored on every voxel of the slices not painted."""
     from bijros.io import load_image
 
     rows = ["Fill between slices", "nearest painted slice", "shape interpolation alone (bijros prior, no image)"]
@@ -271,11 +283,9 @@ def malf_part(args, model, gmrd, variants_a) -> dict:
         image = np.asarray(load_image(MALF / f"{case}_t1.nii.gz").array)
         labels = np.asarray(load_image(MALF / f"{case}_labels.nii.gz", label_map=True).array)
         for value, structure in MALF_STRUCTURES.items():
-            where = np.nonzero(labels == value)
-            box = tuple(slice(max(0, int(w.min()) - 24), int(w.max()) + 25) for w in where)
-            truth, img = (labels[box] == value).astype(np.int16), image[box]
+            truth = (labels == value).astype(np.int16)
             for axis in range(3):
-                keep, runs = same_volume_runs(img, truth, axis, gmrd, variants_a)
+                keep, runs = same_volume_runs(image, truth, axis, gmrd, variants_a)
                 for row in rows:
                     t0 = time.perf_counter()
                     pred = runs[row]()
@@ -314,8 +324,8 @@ def markdown(results: dict, args) -> str:
         lines.append("")
     if results.get("c"):
         structures = list(MALF_STRUCTURES.values())
-        lines += [f"## (c) Same volume, MALF brains: {args.malf_cases} scans x {len(structures)} structures x 3 axes, "
-                  "3 painted slices each", "",
+        lines += [f"## (c) Same volume, MALF brains (whole scans): {args.malf_cases} scans x {len(structures)} "
+                  "structures x 3 axes, 3 painted slices each", "",
                   "| row | mean Dice | " + " | ".join(structures) + " | median s |",
                   "|---|---|" + "---|" * len(structures) + "---|"]
         for row, data in results["c"].items():

@@ -94,12 +94,39 @@ def _box(region: np.ndarray, margin: int) -> tuple[slice, slice]:
     return tuple(box)
 
 
+def _fused_probabilities(model, raw: np.ndarray, masks: np.ndarray, indices: list[int], options: FewShotOptions,
+                         device) -> np.ndarray:
+    """Same volume: (1 - w) x the model inside the band around the interpolated shape + w x that shape, on the
+    slices (N, H, W) of ``raw`` (the image, not normalised). The model, its fine-tuning and the intensity
+    normalisation all see one region: the band and CONTEXT_PX around it, in plane and across slices, so a
+    structure painted on a whole-head scan gets the same input as in a crop around it."""
+    from bijros.fewshot.finetune import finetune
+    from bijros.fewshot.prior import signed_distance_stack, soft_prior
+
+    distance = signed_distance_stack(masks, indices, options.taper_px)
+    band = distance <= options.band_px  # where the model may add to the shape
+    rows = np.nonzero(band.any(axis=(1, 2)))[0]
+    region = (slice(max(0, int(rows.min()) - CONTEXT_PX), int(rows.max()) + 1 + CONTEXT_PX), *_box(band, CONTEXT_PX))
+    first = region[0].start
+    local_img, local_masks = _unit(raw[region]), masks[region]
+    local_indices = [i - first for i in indices]
+    tuned = model
+    if options.finetune_steps:
+        tuned = finetune(model, _tensor(local_img[local_indices], "cpu"),
+                         _tensor(local_masks[local_indices].astype(np.float32), "cpu"), options.finetune_steps,
+                         options.finetune_lr)
+    skip = set(local_indices) | {j for j in range(local_img.shape[0]) if not band[region][j].any()}
+    prob = np.zeros(masks.shape, np.float32)
+    prob[region] = _model_probabilities(tuned, local_img, local_masks, local_img, local_indices, skip, True, device)
+    w = options.prior_weight
+    return (1 - w) * prob * band + w * soft_prior(distance)
+
+
 def segment(model, support: np.ndarray, support_labels: np.ndarray, query: np.ndarray, values: list[int] | None = None,
             slices: tuple[int, list[int]] | None = None, same_volume: bool = False, device="cpu",
             progress=None, options: FewShotOptions | None = None) -> tuple[np.ndarray, dict]:
     """Labels on the query's voxel grid (the dtype of ``support_labels``) and a report."""
     from bijros.fewshot.finetune import finetune
-    from bijros.fewshot.prior import signed_distance_stack, soft_prior
 
     options = options or FewShotOptions()
     if support.ndim != 3 or query.ndim != 3:
@@ -124,24 +151,15 @@ def segment(model, support: np.ndarray, support_labels: np.ndarray, query: np.nd
         q_slices = np.moveaxis(q_img, axis, 0)
         if s_slices.shape[1:] != q_slices.shape[1:]:  # another volume: its slices' size (the model is local)
             s_slices, s_masks = _resize(s_slices, q_slices.shape[1:]), _resize(s_masks, q_slices.shape[1:]) > 0.5
-        tuned = model
-        if options.finetune_steps:
-            tuned = finetune(model, _tensor(s_slices[indices], "cpu"), _tensor(s_masks[indices].astype(np.float32),
-                             "cpu"), options.finetune_steps, options.finetune_lr)
-        skip = set(indices) if same_volume else set()
         if same_volume and options.prior_weight > 0:
-            distance = signed_distance_stack(s_masks, indices, options.taper_px)
-            band = distance <= options.band_px  # where the model may add to the shape
-            skip |= {j for j in range(band.shape[0]) if not band[j].any()}
-            box = _box(band, CONTEXT_PX)  # the model sees the band and some context around it, not whole slices
-            prob = np.zeros(q_slices.shape, np.float32)
-            prob[(slice(None), *box)] = _model_probabilities(tuned, s_slices[(slice(None), *box)],
-                                                             s_masks[(slice(None), *box)],
-                                                             q_slices[(slice(None), *box)], indices, skip,
-                                                             same_volume, device)
-            w = options.prior_weight
-            prob = (1 - w) * prob * band + w * soft_prior(distance)
+            prob = _fused_probabilities(model, np.moveaxis(support, axis, 0), s_masks, indices, options, device)
         else:
+            tuned = model
+            if options.finetune_steps:
+                tuned = finetune(model, _tensor(s_slices[indices], "cpu"),
+                                 _tensor(s_masks[indices].astype(np.float32), "cpu"), options.finetune_steps,
+                                 options.finetune_lr)
+            skip = set(indices) if same_volume else set()
             prob = _model_probabilities(tuned, s_slices, s_masks, q_slices, indices, skip, same_volume, device)
         if same_volume:
             prob[indices] = s_masks[indices]  # an annotated slice is kept exactly
