@@ -299,7 +299,7 @@ def malf_part(args, model, gmrd, variants_a) -> dict:
 
 
 def markdown(results: dict, args) -> str:
-    lines = ["# Few-shot from painted slices: GMRD and today's baselines (hippocampus crops)", ""]
+    lines = ["# Few-shot from painted slices: GMRD and today's baselines (hippocampus crops, MALF brains)", ""]
     if results["a"]:
         lines += [f"## (a) Same volume: 3 painted slices (1/6, 1/2, 5/6 of the labelled range) -> the rest, "
                   f"{args.cases} cases x 3 axes", "",
