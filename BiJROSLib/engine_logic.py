@@ -97,9 +97,10 @@ class EngineLogic:
             args.append("--resample-labels")
         return files, args
 
-    def _launch(self, args: list[str], workdir: Path, request: JobRequest) -> RegistrationJob:
+    def _launch(self, args: list[str], workdir: Path, request: JobRequest, makeJob=RegistrationJob) -> RegistrationJob:
+        """Start the engine on ``args`` in ``workdir``; ``makeJob(runner, workdir, request)`` builds the job."""
         runner = ProcessRunner()
-        job = RegistrationJob(runner, workdir, request)
+        job = makeJob(runner, workdir, request)
         runner.start([*args, "--out", str(workdir / "out")], workdir)
         return job
 
@@ -119,11 +120,15 @@ class EngineLogic:
         try:
             if job.state != DONE:
                 if job.state == CANCELLED:
-                    raise RuntimeError("The BiJROS run was cancelled; nothing was added to the scene.")
+                    raise RuntimeError(f"The {job.runName} was cancelled; nothing was added to the scene.")
                 raise RuntimeError(f"BiJROS failed: {job.error or 'the engine stopped without a result.'}")
-            return importResults(job, self.scene)
+            return self._importResults(job)
         finally:
             job.cleanup()
+
+    def _importResults(self, job: RegistrationJob) -> dict:
+        """The result nodes of a job that succeeded (a logic with its own kind of result overrides this)."""
+        return importResults(job, self.scene)
 
     def _blocking(self, job: RegistrationJob) -> dict:
         job.wait()

@@ -57,6 +57,8 @@ class RegistrationJob(ChildJob):
     ``cancel()``, ``wait()``. Its temporary folder is removed when it fails, is cancelled, or
     its results have been imported by ``finishJob``."""
 
+    runName = "BiJROS run"  # in the messages of a cancelled run
+
     def __init__(self, runner: ProcessRunner, workdir: Path, request: JobRequest):
         self.runner = runner
         self.workdir = Path(workdir)

@@ -15,13 +15,13 @@ Console example::
 
 from __future__ import annotations
 
+import functools
 import shutil
 
 import numpy as np
 
 from .engine_logic import EngineLogic, nonTransformedReason
 from .jobs import JobRequest, RegistrationJob
-from .process import CANCELLED, DONE
 from .scene import nodeIds, removeNodesAddedSince
 from .volumes import checkScalarVolume, volumeNodeToImage
 
@@ -32,6 +32,8 @@ SUFFIX = "few-shot"
 class FewShotJob(RegistrationJob):
     """A few-shot run; ``segmentation``/``segmentId``/``value``: the painted segment (same volume: where the
     new segment goes)."""
+
+    runName = "few-shot run"
 
     def __init__(self, runner, workdir, request, segmentation, segmentId: str, value: int):
         super().__init__(runner, workdir, request)
@@ -101,12 +103,8 @@ class SliceFewShotLogic(EngineLogic):
                 args += ["--prior-weight", f"{float(priorWeight):g}"]
             if model:
                 args += ["--model", str(model)]
-            from .process import ProcessRunner
-
-            runner = ProcessRunner()
-            job = FewShotJob(runner, workdir, request, segmentation, segmentId, value)
-            runner.start([*args, "--out", str(workdir / "out")], workdir)
-            return job
+            return self._launch(args, workdir, request, functools.partial(
+                FewShotJob, segmentation=segmentation, segmentId=segmentId, value=value))
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -135,30 +133,21 @@ class SliceFewShotLogic(EngineLogic):
             raise ValueError(f"The segment '{name}' is empty on '{volume.GetName()}': paint it on a few slices "
                              "(all in the same view) first.")
         from bijros.errors import InputError
-        from bijros.fewshot.annotation import annotated_slices  # numpy only: no torch in Slicer's process
+        from bijros.fewshot.annotation import MixedOrientationError, annotated_slices  # numpy only, no torch
 
         try:
             annotated_slices(np.asarray(labels.array), int(labels.array.max()))
-        except InputError as exc:
-            if "orientation" not in str(exc):
-                raise ValueError(str(exc)) from exc
+        except MixedOrientationError as exc:
             raise ValueError(f"The segment '{name}' looks painted in more than one view: paint every slice of a "
                              "structure in the same view (axial, coronal or sagittal), then try again.") from exc
+        except InputError as exc:
+            raise ValueError(str(exc)) from exc
         return labels
 
-    def finishJob(self, job) -> dict:
+    def _importResults(self, job) -> dict:
         if getattr(job.request, "kind", "") != "fewshot-same":
-            return super().finishJob(job)
-        if job.running:
-            raise RuntimeError("The BiJROS engine is still running; wait for it (job.wait()) or cancel it first.")
-        try:
-            if job.state != DONE:
-                if job.state == CANCELLED:
-                    raise RuntimeError("The few-shot run was cancelled; nothing was added to the scene.")
-                raise RuntimeError(f"BiJROS failed: {job.error or 'the engine stopped without a result.'}")
-            return self._addSegment(job)
-        finally:
-            job.cleanup()
+            return super()._importResults(job)
+        return self._addSegment(job)
 
     def _addSegment(self, job) -> dict:
         """The engine's labels as one new segment of the painted segmentation (all or nothing)."""

@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from test_learned import blob_labels
 
 from bijros.errors import InputError
-from bijros.fewshot.annotation import annotated_slices
+from bijros.fewshot.annotation import MixedOrientationError, annotated_slices
 from bijros.fewshot.gmrd import GMRD, episode_loss
 from bijros.fewshot.infer import FewShotOptions, segment
 from bijros.models.weights import sha256_file
@@ -176,7 +176,7 @@ def test_slices_painted_in_two_orientations_are_refused():
     labels[5, 10:20, 8:22] = labels[15, 9:21, 8:22] = labels[25, 11:19, 9:20] = 1
     assert annotated_slices(labels, 1) == (0, [5, 15, 25])
     labels[4:27, 10:20, 15] = 1  # one more slice, painted in another view
-    with pytest.raises(InputError, match="more than one orientation"):
+    with pytest.raises(MixedOrientationError, match="more than one orientation"):
         annotated_slices(labels, 1)
     assert annotated_slices(labels, 1, (0, [5, 15, 25])) == (0, [5, 15, 25])  # named slices: taken as given
     full = np.zeros_like(labels)

@@ -8,6 +8,10 @@ import numpy as np
 from bijros.errors import InputError
 
 
+class MixedOrientationError(InputError):
+    """The label lies on slices of more than one orientation (painted in two views)."""
+
+
 def annotated_slices(labels: np.ndarray, value: int, slices: tuple[int, list[int]] | None = None
                      ) -> tuple[int, list[int]]:
     """(axis, indices) of the slices of ``labels`` annotated with ``value``."""
@@ -34,9 +38,9 @@ def annotated_slices(labels: np.ndarray, value: int, slices: tuple[int, list[int
     across = _isolated(mask, axis)
     other = [a for a in range(3) if a != axis and (_isolated(mask, a) & ~across).sum() >= MIXED_SHARE * mask.sum()]
     if other and _longest_run(indices) >= MIXED_RUN:
-        raise InputError(f"Label {value} looks painted on slices of more than one orientation (along voxel axes "
-                         f"{axis} and {other[0]}): paint every slice of a structure in the same view, or name the "
-                         "annotated slices with --slices AXIS:i,j,k.")
+        raise MixedOrientationError(f"Label {value} looks painted on slices of more than one orientation (along "
+                                    f"voxel axes {axis} and {other[0]}): paint every slice of a structure in the "
+                                    "same view, or name the annotated slices with --slices AXIS:i,j,k.")
     return axis, indices
 
 

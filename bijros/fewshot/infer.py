@@ -94,13 +94,22 @@ def _box(region: np.ndarray, margin: int) -> tuple[slice, slice]:
     return tuple(box)
 
 
+def _tuned(model, slices: np.ndarray, masks: np.ndarray, options: FewShotOptions):
+    """``model`` fine-tuned on the annotated ``slices`` (n, H, W) and ``masks`` when options ask for it (a copy)."""
+    if not options.finetune_steps:
+        return model
+    from bijros.fewshot.finetune import finetune
+
+    return finetune(model, _tensor(slices, "cpu"), _tensor(masks.astype(np.float32), "cpu"), options.finetune_steps,
+                    options.finetune_lr)
+
+
 def _fused_probabilities(model, raw: np.ndarray, masks: np.ndarray, indices: list[int], options: FewShotOptions,
                          device) -> np.ndarray:
     """Same volume: (1 - w) x the model inside the band around the interpolated shape + w x that shape, on the
     slices (N, H, W) of ``raw`` (the image, not normalised). The model, its fine-tuning and the intensity
     normalisation all see one region: the band and CONTEXT_PX around it, in plane and across slices, so a
     structure painted on a whole-head scan gets the same input as in a crop around it."""
-    from bijros.fewshot.finetune import finetune
     from bijros.fewshot.prior import signed_distance_stack, soft_prior
 
     distance = signed_distance_stack(masks, indices, options.taper_px)
@@ -110,11 +119,7 @@ def _fused_probabilities(model, raw: np.ndarray, masks: np.ndarray, indices: lis
     first = region[0].start
     local_img, local_masks = _unit(raw[region]), masks[region]
     local_indices = [i - first for i in indices]
-    tuned = model
-    if options.finetune_steps:
-        tuned = finetune(model, _tensor(local_img[local_indices], "cpu"),
-                         _tensor(local_masks[local_indices].astype(np.float32), "cpu"), options.finetune_steps,
-                         options.finetune_lr)
+    tuned = _tuned(model, local_img[local_indices], local_masks[local_indices], options)
     skip = set(local_indices) | {j for j in range(local_img.shape[0]) if not band[region][j].any()}
     prob = np.zeros(masks.shape, np.float32)
     prob[region] = _model_probabilities(tuned, local_img, local_masks, local_img, local_indices, skip, True, device)
@@ -126,8 +131,6 @@ def segment(model, support: np.ndarray, support_labels: np.ndarray, query: np.nd
             slices: tuple[int, list[int]] | None = None, same_volume: bool = False, device="cpu",
             progress=None, options: FewShotOptions | None = None) -> tuple[np.ndarray, dict]:
     """Labels on the query's voxel grid (the dtype of ``support_labels``) and a report."""
-    from bijros.fewshot.finetune import finetune
-
     options = options or FewShotOptions()
     if support.ndim != 3 or query.ndim != 3:
         raise InputError(f"Few-shot segmentation needs 3D support and query images (got {support.ndim}D and "
@@ -138,7 +141,8 @@ def segment(model, support: np.ndarray, support_labels: np.ndarray, query: np.nd
     values = values or [int(v) for v in np.unique(support_labels) if v != 0]
     if not values:
         raise InputError("The support labels are empty: paint the structure on at least one slice.")
-    s_img = _unit(support)
+    fused = same_volume and options.prior_weight > 0  # normalised per region there, not over the whole volume
+    s_img = None if fused else _unit(support)
     q_img = s_img if same_volume else _unit(query)
     best_p = np.zeros(query.shape, np.float32)
     out = np.zeros(query.shape, support_labels.dtype)
@@ -146,19 +150,14 @@ def segment(model, support: np.ndarray, support_labels: np.ndarray, query: np.nd
     model.eval()
     for n, value in enumerate(values):
         axis, indices = annotated_slices(support_labels, value, slices)
-        s_slices = np.moveaxis(s_img, axis, 0)
         s_masks = np.moveaxis(support_labels == value, axis, 0)
-        q_slices = np.moveaxis(q_img, axis, 0)
-        if s_slices.shape[1:] != q_slices.shape[1:]:  # another volume: its slices' size (the model is local)
-            s_slices, s_masks = _resize(s_slices, q_slices.shape[1:]), _resize(s_masks, q_slices.shape[1:]) > 0.5
-        if same_volume and options.prior_weight > 0:
+        if fused:
             prob = _fused_probabilities(model, np.moveaxis(support, axis, 0), s_masks, indices, options, device)
         else:
-            tuned = model
-            if options.finetune_steps:
-                tuned = finetune(model, _tensor(s_slices[indices], "cpu"),
-                                 _tensor(s_masks[indices].astype(np.float32), "cpu"), options.finetune_steps,
-                                 options.finetune_lr)
+            s_slices, q_slices = np.moveaxis(s_img, axis, 0), np.moveaxis(q_img, axis, 0)
+            if s_slices.shape[1:] != q_slices.shape[1:]:  # another volume: its slices' size (the model is local)
+                s_slices, s_masks = _resize(s_slices, q_slices.shape[1:]), _resize(s_masks, q_slices.shape[1:]) > 0.5
+            tuned = _tuned(model, s_slices[indices], s_masks[indices], options)
             skip = set(indices) if same_volume else set()
             prob = _model_probabilities(tuned, s_slices, s_masks, q_slices, indices, skip, same_volume, device)
         if same_volume:
