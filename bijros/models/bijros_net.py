@@ -21,13 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bijros.models.conv import Conv3d
+
 
 class DoubleConv(nn.Sequential):
     """Two (Conv3d 3x3x3, instance norm, LeakyReLU 0.2): (B, Cin, ...) -> (B, Cout, ...)."""
 
     def __init__(self, cin: int, cout: int):
-        super().__init__(nn.Conv3d(cin, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.2),
-                         nn.Conv3d(cout, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.2))
+        super().__init__(Conv3d(cin, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.2),
+                         Conv3d(cout, cout, 3, padding=1), nn.InstanceNorm3d(cout, affine=True), nn.LeakyReLU(0.2))
 
 
 class UNetEncoder(nn.Module):
@@ -60,7 +62,7 @@ class UNetDecoder(nn.Module):
         for c_skip, c_out in zip(ch[-2::-1], channels[-2::-1]):
             self.up.append(DoubleConv(cin + c_skip, c_out))
             cin = c_out
-        self.head = nn.Conv3d(cin, out_channels, 3 if zero_head else 1, padding=1 if zero_head else 0)
+        self.head = Conv3d(cin, out_channels, 3 if zero_head else 1, padding=1 if zero_head else 0)
         if zero_head:
             nn.init.normal_(self.head.weight, std=1e-5)
             nn.init.zeros_(self.head.bias)

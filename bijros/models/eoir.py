@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bijros.models.conv import Conv3d
 from bijros.models.spatial import compose, integrate, resize_displacement, warp
 
 
@@ -30,7 +31,7 @@ class ConvAct(nn.Sequential):
     """Conv3d(k=3, same padding) + instance norm (optional) + LeakyReLU(0.2): (B, Cin, ...) -> (B, Cout, ...)."""
 
     def __init__(self, cin: int, cout: int, norm: bool = False):
-        layers: list[nn.Module] = [nn.Conv3d(cin, cout, 3, padding=1)]
+        layers: list[nn.Module] = [Conv3d(cin, cout, 3, padding=1)]
         if norm:
             layers.append(nn.InstanceNorm3d(cout, affine=True))
         layers.append(nn.LeakyReLU(0.2))
@@ -55,7 +56,7 @@ class FlowHead(nn.Module):
         super().__init__()
         blocks = [ConvAct(2 * channels + 3, hidden)] + [ConvAct(hidden, hidden) for _ in range(layers - 1)]
         self.body = nn.Sequential(*blocks)
-        self.out = nn.Conv3d(hidden, 3, 3, padding=1)
+        self.out = Conv3d(hidden, 3, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 

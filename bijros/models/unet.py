@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bijros.models.conv import Conv3d
 from bijros.models.eoir import ConvAct
 from bijros.models.spatial import integrate
 
@@ -41,7 +42,7 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         cin = 2
         for c in enc:
-            self.down.append(nn.Sequential(nn.Conv3d(cin, c, 3, stride=2, padding=1), nn.LeakyReLU(0.2)))
+            self.down.append(nn.Sequential(Conv3d(cin, c, 3, stride=2, padding=1), nn.LeakyReLU(0.2)))
             cin = c
         skips = [2, *enc[:-1]][::-1]  # channels of the skip joined after each upsampling
         self.up = nn.ModuleList()
@@ -52,7 +53,7 @@ class UNet(nn.Module):
         for c in dec[len(enc):]:
             self.extra.append(ConvAct(cin, c))
             cin = c
-        self.flow = nn.Conv3d(cin, 3, 3, padding=1)
+        self.flow = Conv3d(cin, 3, 3, padding=1)
         nn.init.zeros_(self.flow.weight)
         nn.init.zeros_(self.flow.bias)
 
