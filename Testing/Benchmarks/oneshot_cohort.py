@@ -10,7 +10,8 @@ there is reused, so rerunning only scores); every case is then segmented with ``
 decoder, the Bi-JROS segmentation decoder (pseudo labels from io, and from the registration decoder), the BRBS
 segmentation network; ``bijros-io-selftrain`` adds one round of self-training (at 60 % of the budget the pseudo
 labels become the segmentation decoder's own predictions on the cohort); ``bijros-io-inner8`` runs 7
-segmentation-only steps between two bi-level steps instead of 3. One process, 2 threads, seeds fixed.
+segmentation-only steps between two bi-level steps instead of 3; ``bijros-io-direct`` trains on the direct io
+pseudo labels (no cohort paths fused in); ``bijros-io-last`` exports the last step's weights (no average). One process, 2 threads, seeds fixed.
 
 MALF (``--dataset malf``): the whole-brain labels grouped into 33 structures (``bijros/data/
 label_groups_malf_coarse.json``), atlas = subject 1000, the other 14 subjects split into ``--folds`` folds: each
@@ -34,9 +35,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
 OUT = REPO / "Testing" / "Benchmarks" / "results"
-VARIANTS = {"bijros-io": ("bijros", "io", {}), "bijros-decoder": ("bijros", "decoder", {}),
+VARIANTS = {"bijros-io": ("bijros", "io", {}), "bijros-io-direct": ("bijros", "io", {"pseudo_paths": 0}), "bijros-decoder": ("bijros", "decoder", {}),
             "brbs-io": ("brbs", "io", {}), "bijros-io-selftrain": ("bijros", "io", {"pseudo_refresh": 0.6}),
-            "bijros-io-inner8": ("bijros", "io", {"inner_steps": 8})}
+            "bijros-io-inner8": ("bijros", "io", {"inner_steps": 8}),
+            "bijros-io-last": ("bijros", "io", {"ema": None})}
 
 
 def parse_args(argv=None):

@@ -169,6 +169,26 @@ def test_resume_continues_the_same_run(tiny_cohort, tmp_path, recipe):
     entry = json.loads((tmp_path / "resumed" / "model.json").read_text())
     assert entry["task"] == "oneshot" and entry["recipe"] == recipe and entry["values"] == [0, 1, 2]
     assert (tmp_path / "resumed" / "loss.png").stat().st_size > 1000
+    # the exported segmentation network is the average of its weights, kept across the resume
+    from bijros.oneshot.checkpoint import load_tensors
+
+    assert entry["training"]["segmentation_weights"] == "ema"
+    w_whole, w_resumed = (load_tensors(tmp_path / r, "model", "model")[0] for r in ("whole", "resumed"))
+    last = load_tensors(tmp_path / "whole", "checkpoint", "checkpoint")[0]
+    seg = [k for k in w_whole if k.startswith("seg_")]
+    assert seg and all(torch.allclose(w_whole[k], w_resumed[k], atol=1e-6) for k in seg)
+    assert any(not torch.equal(w_whole[k], last[f"model.{k}"]) for k in seg if k.endswith("weight"))
+    assert all(torch.equal(w_whole[k], last[f"model.{k}"]) for k in w_whole if k.startswith(("encoder.", "reg_")))
+
+
+def test_without_ema_the_last_weights_are_exported(tiny_cohort, tmp_path):
+    from bijros.oneshot.checkpoint import load_tensors
+
+    _train(tiny_cohort, tmp_path / "run", _cfg(ema=None, iterations=4))
+    weights = load_tensors(tmp_path / "run", "model", "model")[0]
+    last = load_tensors(tmp_path / "run", "checkpoint", "checkpoint")[0]
+    assert all(torch.equal(v, last[f"model.{k}"]) for k, v in weights.items())
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["training"]["segmentation_weights"] == "last"
 
 
 def test_run_folder_of_another_recipe_is_refused(tiny_cohort, tmp_path):
@@ -316,3 +336,45 @@ def test_train_oneshot_resamples_atlas_labels_from_another_grid(tiny_cohort, tmp
 def test_a_time_budget_overshot_by_one_step_still_finishes_the_model(tiny_cohort, tmp_path):
     result = _train(tiny_cohort, tmp_path / "run", _cfg(iterations=None, minutes=0.0005))  # 0.03 s: one step
     assert not result["interrupted"] and (tmp_path / "run" / "model.json").is_file()
+
+
+# --- pseudo labels through the cohort (bijros.oneshot.paths) ----------------------------------------------------
+
+
+def test_cohort_paths_outvote_a_wrong_direct_propagation(monkeypatch):
+    import bijros.registration.deformable as deformable
+    from bijros.io.image import Image
+    from bijros.oneshot.cohort import Aligner
+    from bijros.oneshot.paths import fused_pseudo_labels, neighbours
+
+    img, lab = blob_volume((24, 24, 24), (12, 12, 12), 6.0)
+    aligner = Aligner(Image(img, np.eye(4)), 1.0, torch.device("cpu"), multiple=4)
+    classes = aligner.labels_on_grid(Image(lab, np.eye(4)), [0, 1, 2])
+    onehot = torch.nn.functional.one_hot(classes, 3).permute(3, 0, 1, 2).float()
+    images = aligner.atlas.repeat(3, 1, 1, 1)
+    images[2] = images[2] ** 2  # scan 2: another contrast, the same anatomy
+    assert neighbours(images, 1)[0] == [1]  # scan 1 is scan 0's copy
+    pseudo = torch.stack([torch.zeros_like(classes), classes, classes])  # scan 0's direct labels: all wrong
+    # the scans are aligned already: the paths' registrations are the identity here (io on a 28-voxel toy
+    # blob is not; the fusion, not the registration, is under test)
+    monkeypatch.setattr(deformable, "deformable_register",
+                        lambda fixed, moving, grid, options: (torch.zeros((1, 3, *grid.shape)), grid))
+    flows = torch.zeros((3, 3, *classes.shape))
+    fused = fused_pseudo_labels(aligner, onehot, images, pseudo, flows, k=2)
+    assert fused.shape == pseudo.shape
+    for c in (1, 2):
+        a, b = fused[0] == c, classes == c
+        assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.95  # two paths of three carry it to scan 0
+    assert (fused[1] == classes).float().mean() > 0.99
+
+
+def test_train_with_cohort_paths_records_them_and_refuses_another_count(tiny_cohort, tmp_path):
+    from bijros.errors import InputError
+
+    _train(tiny_cohort, tmp_path / "run", _cfg(pseudo_labels="io", iterations=3, pseudo_paths=1))
+    entry = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert entry["training"]["config"]["pseudo_paths"] == 1
+    with pytest.raises(InputError, match="pseudo_paths"):
+        _train(tiny_cohort, tmp_path / "run", _cfg(pseudo_labels="io", iterations=4, pseudo_paths=2))
+    with pytest.raises(InputError, match="pseudo-paths"):
+        _cfg(pseudo_paths=-1).validate()

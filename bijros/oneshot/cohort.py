@@ -185,9 +185,10 @@ def io_pseudo_labels(aligner: Aligner, image_work: torch.Tensor, atlas_onehot: t
 
 
 def prepare_cohort(atlas: Image, atlas_labels: Image, paths: list[Path], spacing: float, device: torch.device,
-                   multiple: int, pseudo: bool, progress=None, log=None) -> Cohort:
+                   multiple: int, pseudo: bool, progress=None, log=None, pseudo_paths: int = 0) -> Cohort:
     """Align every readable scan of ``paths`` to the atlas; a scan that fails to load or align is skipped with a
-    warning naming it. Fewer than 2 usable scans is an InputError."""
+    warning naming it. Fewer than 2 usable scans is an InputError. ``pseudo_paths`` > 0: each scan's io pseudo
+    labels are fused with those of that many other scans carried onto it (:mod:`bijros.oneshot.paths`)."""
     from bijros.io import load_image
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -214,10 +215,17 @@ def prepare_cohort(atlas: Image, atlas_labels: Image, paths: list[Path], spacing
             labels.append(lab.cpu())
             flows.append(flow.cpu())
         if progress:
-            progress((n + 1) / len(paths), f"aligned {n + 1}/{len(paths)}: {Path(path).name}")
+            share = 0.5 if pseudo and pseudo_paths > 0 else 1.0
+            progress(share * (n + 1) / len(paths), f"aligned {n + 1}/{len(paths)}: {Path(path).name}")
     if len(images) < 2:
         raise InputError(f"The cohort has {len(images)} usable image(s) of {len(paths)}; one-shot learning needs at "
                          "least 2 unlabelled scans (the more, the better: tens are typical).")
+    if pseudo and pseudo_paths > 0:
+        from bijros.oneshot.paths import fused_pseudo_labels
+
+        labels = list(fused_pseudo_labels(aligner, onehot, torch.stack(images), torch.stack(labels),
+                                          torch.stack(flows), pseudo_paths,
+                                          progress=progress and (lambda f, m: progress(0.5 + 0.5 * f, m))))
     return Cohort(aligner.grid, aligner.atlas.cpu(), atlas_classes.cpu(), values, atlas_labels.label_table,
                   torch.stack(images), names, torch.stack(affines), torch.stack(labels) if pseudo else None,
                   torch.stack(flows) if pseudo else None, skipped)

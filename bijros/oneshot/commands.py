@@ -30,6 +30,9 @@ def add_parsers(sub) -> None:
     tr.add_argument("--pseudo-labels", default="io", choices=["io", "decoder"],
                     help="lower-level pseudo labels: our instance-optimisation propagation (default) or the "
                          "registration decoder's warp")
+    tr.add_argument("--pseudo-paths", type=int, default=None,
+                    help="io: fuse each scan's pseudo labels with those of this many other cohort scans carried "
+                         "onto it (joint label fusion; 0: the direct propagation alone)")
     tr.add_argument("--spacing", type=float, default=None, help="working grid mm (default: 1 mm crops, 2 mm whole "
                                                                 "brains on a CPU)")
     tr.add_argument("--channels", default=None, help="encoder channels per level, e.g. 16,32,64,128")
@@ -76,6 +79,8 @@ def cmd_train_oneshot(args: argparse.Namespace, argv: list[str]) -> int:
 
     cfg = OneShotConfig(recipe=args.recipe, pseudo_labels=args.pseudo_labels, spacing_mm=args.spacing,
                         iterations=args.iterations, minutes=args.minutes, seed=args.seed, device=args.device)
+    if args.pseudo_paths is not None:
+        cfg.pseudo_paths = args.pseudo_paths
     if args.channels:
         try:
             cfg.channels = tuple(int(c) for c in args.channels.split(","))

@@ -39,9 +39,13 @@ class OneShotConfig:
     minutes: float | None = None
     pretrain_fraction: float = 0.2
     inner_steps: int = 4  # bijros: lower-level (segmentation) steps per bi-level step (1: every step bi-level)
+    pseudo_paths: int = 8  # bijros + io: fuse each scan's pseudo labels with those of this many other scans
+    # carried onto it (bijros.oneshot.paths; 0: the direct propagation alone)
     pseudo_refresh: float | None = None  # bijros + io: at this fraction of the budget the pseudo labels become the
     # segmentation decoder's own predictions on the cohort (one round of self-training); None: never
     learning_rate: float = 1e-3
+    ema: float | None = 0.99  # the exported segmentation network: an exponential moving average of its weights
+    # over the training phase with this decay (None: the last step's weights)
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 50
@@ -55,6 +59,10 @@ class OneShotConfig:
             raise InputError("give the training budget as either --iterations N or --minutes M.")
         if (self.iterations is not None and self.iterations < 1) or (self.minutes is not None and self.minutes <= 0):
             raise InputError("the training budget must be positive.")
+        if self.pseudo_paths < 0:
+            raise InputError(f"--pseudo-paths {self.pseudo_paths}: give 0 (the direct propagation alone) or more.")
+        if self.ema is not None and not 0 <= self.ema < 1:
+            raise InputError(f"ema {self.ema}: give a decay in [0, 1), or None for the last step's weights.")
         if not 0 <= self.pretrain_fraction < 1:
             raise InputError("pretrain_fraction must be in [0, 1).")
 
@@ -132,7 +140,7 @@ def _check_run_folder(out: Path, cfg: OneShotConfig) -> dict | None:
         return None
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     old, new = meta.get("config", {}), json.loads(json.dumps(dataclasses.asdict(cfg)))  # as stored: lists
-    for key in ("recipe", "pseudo_labels", "channels"):
+    for key in ("recipe", "pseudo_labels", "channels", "pseudo_paths"):
         if key in old and old[key] != new[key]:
             raise InputError(f"{out} holds a run with {key} {old[key]!r}, not {new[key]!r}: give another "
                              "--out folder, or the same options to continue that run.")
@@ -141,10 +149,11 @@ def _check_run_folder(out: Path, cfg: OneShotConfig) -> dict | None:
 
 def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images, out_dir: str | Path,
                   cfg: OneShotConfig, command: str = "", progress=None, bar: bool = True, labels_table=None,
-                  resample_labels: bool = False) -> dict:
+                  resample_labels: bool = False, on_step=None) -> dict:
     """Train (or continue) a one-shot run into ``out_dir``; returns a summary. ``progress``: (fraction, message).
     ``labels_table``: the atlas labels' table file (default: one beside them); ``resample_labels``: labels on
-    another grid than the atlas image (a library atlas) are resampled onto it (nearest label)."""
+    another grid than the atlas image (a library atlas) are resampled onto it (nearest label). ``on_step``:
+    called as ``on_step(step, fraction, phase, model)`` after every step (benchmarks look at the model there)."""
     from tqdm import tqdm
 
     import bijros
@@ -177,7 +186,8 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
         paths = list_images(images)
         spacing = cfg.spacing_mm or choose_spacing(atlas, device)
         cohort = prepare_cohort(atlas, atlas_labels, paths, spacing, device, 2 ** (len(cfg.channels) - 1),
-                                cfg.pseudo_labels == "io", progress=lambda f, m: report(0.1 * f, m))
+                                cfg.pseudo_labels == "io", progress=lambda f, m: report(0.1 * f, m),
+                                pseudo_paths=cfg.pseudo_paths if cfg.recipe == "bijros" else 0)
         cohort.save(out)
         cohort = Cohort.load(out, atlas_labels.label_table)  # as stored (half precision): a resumed run sees the same
         save_image(atlas, out / "atlas_image.nii.gz")
@@ -202,6 +212,7 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     history: list[list] = []
     step, seconds = 0, 0.0
+    ema: dict[str, torch.Tensor] = {}  # the segmentation network's averaged weights (training phase), by name
     if meta is not None:
         tensors, meta = load_tensors(out, "checkpoint", "checkpoint")
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -211,6 +222,7 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
         step, seconds, history = int(meta["step"]), float(meta["seconds"]), meta["history"]
         if "pseudo" in tensors:  # refreshed by self-training before the checkpoint
             cohort.pseudo = tensors["pseudo"].long()
+        ema = {k[4:]: v.clone().to(device) for k, v in tensors.items() if k.startswith("ema.")}
     refreshed = bool(meta and meta.get("pseudo_refreshed"))
     distributed.rank_generator(gen, cfg.seed, dp, step)  # under torchrun: each process its own samples
 
@@ -235,6 +247,7 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
             tensors.update(t)
             opt_meta[name] = m
         tensors["generator"] = gen.get_state()
+        tensors.update({f"ema.{k}": v for k, v in ema.items()})
         if refreshed:
             tensors["pseudo"] = cohort.pseudo.to(torch.uint8 if cohort.classes < 256 else torch.int32)
         save_tensors(tensors, {"step": budget.step, "seconds": budget.seconds, "history": history,
@@ -292,7 +305,11 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
                     seg = brbs.segmentation_step(model, atlas_t, atlas_oh, image(a), image(b), image(c), optim["seg"],
                                                  gen, w_brbs, flows)
                     terms = {"loss": terms["loss"] + seg["loss"], "semantic": terms["semantic"], "lower": seg["loss"]}
+                if phase == "train" and cfg.ema is not None:
+                    update_ema(ema, model, cfg.ema)
                 budget.tick()
+                if on_step is not None:
+                    on_step(budget.step, budget.fraction, phase, model)
                 history.append([budget.step, phase, round(float(terms["loss"]), 6),
                                 round(float(terms.get("lower", terms.get("dice", 0.0))), 6)])
                 progress_bar.update(1 if cfg.iterations else int(budget.seconds) - progress_bar.n)
@@ -308,7 +325,7 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
     if interrupted or not dp.main:
         distributed.finish(dp)
         return {"step": budget.step, "out": str(out), "interrupted": interrupted}
-    entry = export(model, cohort, cfg, out, budget, command, distributed.describe(
+    entry = export(model, cohort, cfg, out, budget, command, ema, distributed.describe(
         dp, 1, cfg.learning_rate, "all_reduce of the gradients in each optimizer step"))
     distributed.finish(dp)
     return {"step": budget.step, "out": str(out), "interrupted": False, "model": entry["name"],
@@ -324,8 +341,21 @@ def self_labels(model, cohort, device) -> torch.Tensor:
     return torch.stack(labels)
 
 
-def export(model, cohort, cfg: OneShotConfig, out: Path, budget: Budget, command: str,
+def update_ema(ema: dict, model, decay: float) -> None:
+    """``ema`` (name -> tensor, empty at first) moved towards the segmentation network's current weights."""
+    for name, value in model.state_dict().items():
+        if not name.startswith(("seg_decoder.", "seg_encoder.")):
+            continue
+        if name not in ema:
+            ema[name] = value.detach().clone()
+        elif value.dtype.is_floating_point:
+            ema[name].mul_(decay).add_(value.detach(), alpha=1 - decay)
+
+
+def export(model, cohort, cfg: OneShotConfig, out: Path, budget: Budget, command: str, ema: dict | None = None,
            parallel: dict | None = None) -> dict:
+    """``model.safetensors`` + ``model.json``: the model's weights, the segmentation network's averaged ones
+    (``ema``) in place of its last ones where there are any."""
     import bijros
 
     entry = {"name": out.name, "task": "oneshot", "recipe": cfg.recipe, "pseudo_labels": cfg.pseudo_labels,
@@ -339,5 +369,8 @@ def export(model, cohort, cfg: OneShotConfig, out: Path, budget: Budget, command
              "training": {"steps": budget.step, "seconds": round(budget.seconds, 1), "config": dataclasses.asdict(cfg),
                           "command": command, "parallel": parallel},
              "bijros_version": bijros.__version__, "torch_version": torch.__version__}
-    save_tensors(dict(model.state_dict()), entry, out, "model")
+    weights = dict(model.state_dict())
+    weights.update(ema or {})
+    entry["training"]["segmentation_weights"] = "ema" if ema else "last"
+    save_tensors(weights, entry, out, "model")
     return entry
