@@ -3,9 +3,9 @@
 
 One training run per variant (the hippocampus setup of oneshot_cohort.py: atlas hippocampus_001, cohort 40,
 scored on the 40 cases after them), with snapshots of the segmentation decoder taken every ``--every`` steps
-from ``--from`` of the budget on, plus an exponential moving average of it (``--ema``). Every snapshot, the
-average and the ensemble of all snapshots' probabilities are scored on the same test cases (each case aligned
-once), so one run shows the spread a single stop step hides.
+from ``--from`` of the budget on. Every snapshot, the last step's weights (the checkpoint's), the exported ones
+(the trainer's moving average, ``OneShotConfig.ema``) and the ensemble of all snapshots' probabilities are scored
+on the same test cases (each case aligned once), so one run shows the spread a single stop step hides.
 
     python Testing/Benchmarks/oneshot_stop_step.py --minutes 20 --variants bijros-io-direct,bijros-io
 """
@@ -30,7 +30,6 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default="bijros-io-direct,bijros-io")
     p.add_argument("--every", type=int, default=25)
     p.add_argument("--from", dest="start", type=float, default=0.6, help="snapshots from this budget fraction on")
-    p.add_argument("--ema", type=float, default=0.99)
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "oneshot_stop")
     p.add_argument("--out", type=Path, default=OUT / "oneshot_hippocampus_stop_step.md")
     args = p.parse_args(argv)
@@ -52,7 +51,7 @@ def main(argv=None) -> int:
     test = cases[41:81]
     lines = [f"# One-shot decoder vs its stop step: hippocampus, atlas {cases[0]}, cohort 40, scored on 40 further "
              "cases", "", f"Training budget {args.minutes:g} min on cpu (2 threads); snapshots of the segmentation "
-             f"decoder every {args.every} steps from {args.start:.0%} of the budget; EMA decay {args.ema}. "
+             f"decoder every {args.every} steps from {args.start:.0%} of the budget; EMA: the exported weights. "
              "Mean Dice of anterior and posterior over the test cases.", "",
              "| variant | steps | last step | snapshots: mean (min - max) | EMA | ensemble of snapshots | io |",
              "|---|---|---|---|---|---|---|"]
@@ -61,19 +60,10 @@ def main(argv=None) -> int:
         recipe, pseudo, extra = VARIANTS[variant]
         run = args.runs / f"{variant}_{args.minutes:g}min"
         snaps: list[tuple[int, dict]] = []
-        ema: dict = {}
 
-        def on_step(step, fraction, phase, model, snaps=snaps, ema=ema):
-            if phase != "train":
-                return
-            state = model.seg_decoder.state_dict()
-            if not ema:
-                ema.update({k: v.detach().clone() for k, v in state.items()})
-            else:
-                for k, v in state.items():
-                    ema[k].mul_(args.ema).add_(v.detach(), alpha=1 - args.ema)
-            if fraction >= args.start and step % args.every == 0:
-                snaps.append((step, copy.deepcopy(state)))
+        def on_step(step, fraction, phase, model, snaps=snaps):
+            if phase == "train" and fraction >= args.start and step % args.every == 0:
+                snaps.append((step, copy.deepcopy(model.seg_decoder.state_dict())))
 
         cfg = OneShotConfig(recipe=recipe, pseudo_labels=pseudo, minutes=args.minutes, device="cpu", **extra)
         t0 = time.perf_counter()
@@ -86,7 +76,8 @@ def main(argv=None) -> int:
         # the last step's weights are the checkpoint's (model.safetensors holds the trainer's average by default)
         ckpt = load_tensors(run, "checkpoint", "checkpoint")[0]
         last = {k[len("model.seg_decoder."):]: v for k, v in ckpt.items() if k.startswith("model.seg_decoder.")}
-        states = {"last": last, "ema": ema, **{f"s{s}": st for s, st in snaps}}
+        exported = copy.deepcopy(model.net.seg_decoder.state_dict())
+        states = {"last": last, "ema": exported, **{f"s{s}": st for s, st in snaps}}
         scores: dict[str, list[float]] = {k: [] for k in [*states, "ensemble", "io"]}
         for name in test:
             image = load_image(root / "images" / name)

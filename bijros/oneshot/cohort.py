@@ -161,6 +161,14 @@ class Aligner:
         a = torch.as_tensor(affine, dtype=torch.float32, device=self.device)
         return sample(m_t, own, self.points @ a[:3, :3].T + a[:3, 3]), affine
 
+    def carry(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+        """Our instance optimisation of ``moving`` onto ``fixed`` (both (1, D, H, W) on the working grid): the
+        displacement (3, D, H, W) in RAS mm at the working grid's voxels (``moving`` is sampled at x + u(x))."""
+        from bijros.registration.deformable import deformable_register
+
+        disp_mm, disp_grid = deformable_register(fixed, moving, self.grid, self.options.deformable_options())
+        return sample(disp_mm[0], disp_grid, self.points, padding_mode="border")
+
     def labels_on_grid(self, labels: Image, values: list[int]) -> torch.Tensor:
         """Class indices (D, H, W) of a label map on the atlas grid: its one-hot, trilinearly resampled, argmax."""
         # values ascending, 0 first (check_atlas); unknown values: background
@@ -174,11 +182,7 @@ def io_pseudo_labels(aligner: Aligner, image_work: torch.Tensor, atlas_onehot: t
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Our instance optimisation from the atlas onto one aligned scan: (class indices (D, H, W), displacement
     (3, D, H, W) in working-grid voxels)."""
-    from bijros.registration.deformable import deformable_register
-
-    disp_mm, disp_grid = deformable_register(image_work, aligner.atlas, aligner.grid,
-                                             aligner.options.deformable_options())
-    u = sample(disp_mm[0], disp_grid, aligner.points, padding_mode="border")  # (3, D, H, W) mm
+    u = aligner.carry(image_work, aligner.atlas)  # (3, D, H, W) mm
     warped = sample(atlas_onehot, aligner.grid, aligner.points + u.permute(1, 2, 3, 0), padding_mode="border")
     spacing = torch.as_tensor(aligner.grid.spacing, dtype=u.dtype, device=u.device).view(3, 1, 1, 1)
     return warped.argmax(0), u / spacing

@@ -10,7 +10,8 @@ being the atlas or scan ``j`` warped onto ``i``. Paths that make different mista
 the classic multi-path atlas propagation, with the cohort as intermediate atlases. The fused maps replace the
 direct ones as the lower level's pseudo labels; BRBS's flows stay the direct ones.
 
-Measured on hippocampus (Testing/Benchmarks/results/oneshot_hippocampus.md): see the README's one-shot section.
+Measured on hippocampus (Testing/Benchmarks/results/oneshot_hippocampus_stop_step.md): see the README's one-shot
+section.
 """
 
 from __future__ import annotations
@@ -19,11 +20,7 @@ import numpy as np
 import torch
 
 from bijros.registration.grid import sample
-
-
-def _ncc(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.flatten() - a.mean(), b.flatten() - b.mean()
-    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-8))
+from bijros.registration.similarity import ncc_loss
 
 
 def neighbours(images: torch.Tensor, k: int) -> list[list[int]]:
@@ -32,7 +29,7 @@ def neighbours(images: torch.Tensor, k: int) -> list[list[int]]:
     score = torch.full((n, n), -2.0)
     for i in range(n):
         for j in range(i + 1, n):
-            score[i, j] = score[j, i] = _ncc(images[i], images[j])
+            score[i, j] = score[j, i] = 1 - float(ncc_loss(images[i], images[j]))
     return [torch.argsort(score[i], descending=True)[:min(k, n - 1)].tolist() for i in range(n)]
 
 
@@ -42,12 +39,10 @@ def fused_pseudo_labels(aligner, atlas_onehot: torch.Tensor, images: torch.Tenso
     fused with the io labels of its ``k`` nearest scans carried onto it. ``images`` (N, D, H, W) on the
     aligner's working grid."""
     from bijros.atlas.fusion import fuse, jlf_weights, local_search
-    from bijros.registration.deformable import deformable_register
 
     device = aligner.points.device
     grid = aligner.grid
     spacing = torch.as_tensor(grid.spacing, dtype=torch.float32, device=device).view(3, 1, 1, 1)
-    options = aligner.options.deformable_options()
     near = neighbours(images, k)
     out = []
     for i in range(images.shape[0]):
@@ -59,9 +54,7 @@ def fused_pseudo_labels(aligner, atlas_onehot: torch.Tensor, images: torch.Tenso
         stack = [pseudo[i].to(device)]
         for j in near[i]:
             moving = images[j][None].to(device)
-            disp_mm, disp_grid = deformable_register(target, moving, grid, options)
-            u = sample(disp_mm[0], disp_grid, aligner.points, padding_mode="border").permute(1, 2, 3, 0)
-            pts = aligner.points + u
+            pts = aligner.points + aligner.carry(target, moving).permute(1, 2, 3, 0)
             warped_images.append(sample(moving, grid, pts, padding_mode="border")[0])
             onehot = torch.nn.functional.one_hot(pseudo[j].to(device), atlas_onehot.shape[0])
             stack.append(sample(onehot.permute(3, 0, 1, 2).float(), grid, pts, padding_mode="border").argmax(0))
