@@ -185,9 +185,18 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
         check_atlas(atlas, atlas_labels)
         paths = list_images(images)
         spacing = cfg.spacing_mm or choose_spacing(atlas, device)
+        # the cohort's preparation (alignment, io labels, fused paths: minutes for tens of scans) gets its own bar
+        prep_bar = tqdm(total=100, desc="cohort", unit="%", disable=not bar or not dp.main)
+
+        def prep(fraction: float, message: str) -> None:
+            report(0.1 * fraction, message)
+            prep_bar.set_postfix_str(message, refresh=False)
+            prep_bar.update(int(100 * fraction) - prep_bar.n)
+
         cohort = prepare_cohort(atlas, atlas_labels, paths, spacing, device, 2 ** (len(cfg.channels) - 1),
-                                cfg.pseudo_labels == "io", progress=lambda f, m: report(0.1 * f, m),
+                                cfg.pseudo_labels == "io", progress=prep,
                                 pseudo_paths=cfg.pseudo_paths if cfg.recipe == "bijros" else 0)
+        prep_bar.close()
         cohort.save(out)
         cohort = Cohort.load(out, atlas_labels.label_table)  # as stored (half precision): a resumed run sees the same
         save_image(atlas, out / "atlas_image.nii.gz")
