@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default="bijros-io-direct,bijros-io")
     p.add_argument("--every", type=int, default=25)
     p.add_argument("--from", dest="start", type=float, default=0.6, help="snapshots from this budget fraction on")
+    p.add_argument("--seed", type=int, default=0, help="the trainer's seed (OneShotConfig.seed)")
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "oneshot_stop")
     p.add_argument("--out", type=Path, default=OUT / "oneshot_hippocampus_stop_step.md")
     args = p.parse_args(argv)
@@ -51,21 +52,23 @@ def main(argv=None) -> int:
     test = cases[41:81]
     lines = [f"# One-shot decoder vs its stop step: hippocampus, atlas {cases[0]}, cohort 40, scored on 40 further "
              "cases", "", f"Training budget {args.minutes:g} min on cpu (2 threads); snapshots of the segmentation "
-             f"decoder every {args.every} steps from {args.start:.0%} of the budget; EMA: the exported weights. "
+             f"decoder every {args.every} steps from {args.start:.0%} of the budget; trainer seed {args.seed}; EMA: the "
+             "exported weights. "
              "Mean Dice of anterior and posterior over the test cases.", "",
              "| variant | steps | last step | snapshots: mean (min - max) | EMA | ensemble of snapshots | io |",
              "|---|---|---|---|---|---|---|"]
     details: list[str] = []
     for variant in args.variants.split(","):
         recipe, pseudo, extra = VARIANTS[variant]
-        run = args.runs / f"{variant}_{args.minutes:g}min"
+        run = args.runs / (f"{variant}_{args.minutes:g}min" + (f"_seed{args.seed}" if args.seed else ""))
         snaps: list[tuple[int, dict]] = []
 
         def on_step(step, fraction, phase, model, snaps=snaps):
             if phase == "train" and fraction >= args.start and step % args.every == 0:
                 snaps.append((step, copy.deepcopy(model.seg_decoder.state_dict())))
 
-        cfg = OneShotConfig(recipe=recipe, pseudo_labels=pseudo, minutes=args.minutes, device="cpu", **extra)
+        cfg = OneShotConfig(recipe=recipe, pseudo_labels=pseudo, minutes=args.minutes, device="cpu", seed=args.seed,
+                           **extra)
         t0 = time.perf_counter()
         summary = train_oneshot(root / "images" / cases[0], root / "labels" / cases[0], cohort, run, cfg, bar=False,
                                 on_step=on_step)
