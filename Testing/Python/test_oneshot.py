@@ -181,6 +181,30 @@ def test_resume_continues_the_same_run(tiny_cohort, tmp_path, recipe):
     assert all(torch.equal(w_whole[k], last[f"model.{k}"]) for k in w_whole if k.startswith(("encoder.", "reg_")))
 
 
+def test_ema_warm_up_forgets_the_first_weights():
+    """The t-th update uses min(decay, (1 + t) / (10 + t)): hand-computed on one weight, and after 100 updates of a
+    weight that jumped from 0 to 1 the average is near 1 (plain 0.99 decay would still be 0.63)."""
+    from bijros.oneshot.train import update_ema
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seg_decoder = torch.nn.Linear(1, 1, bias=False)
+            self.encoder = torch.nn.Linear(1, 1, bias=False)
+
+    net, ema = Net(), {}
+    with torch.no_grad():
+        net.seg_decoder.weight.fill_(0.0)
+        update_ema(ema, net, 0.99, 0)
+        assert set(ema) == {"seg_decoder.weight"} and float(ema["seg_decoder.weight"]) == 0.0
+        net.seg_decoder.weight.fill_(1.0)
+        update_ema(ema, net, 0.99, 1)  # decay 2/11
+        assert float(ema["seg_decoder.weight"]) == pytest.approx(9 / 11)
+        for t in range(2, 101):
+            update_ema(ema, net, 0.99, t)
+    assert float(ema["seg_decoder.weight"]) > 0.99
+
+
 def test_without_ema_the_last_weights_are_exported(tiny_cohort, tmp_path):
     from bijros.oneshot.checkpoint import load_tensors
 

@@ -45,6 +45,7 @@ class OneShotConfig:
     # segmentation decoder's own predictions on the cohort (one round of self-training); None: never
     learning_rate: float = 1e-3
     ema: float | None = 0.99  # the exported segmentation network: an exponential moving average of its weights
+    # (warmed up: the t-th update uses min(ema, (1 + t) / (10 + t)), so a short run is not dominated by its first steps)
     # over the training phase with this decay (None: the last step's weights)
     seed: int = 0
     device: str = "auto"
@@ -233,6 +234,7 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
             cohort.pseudo = tensors["pseudo"].long()
         ema = {k[4:]: v.clone().to(device) for k, v in tensors.items() if k.startswith("ema.")}
     refreshed = bool(meta and meta.get("pseudo_refreshed"))
+    ema_updates = sum(1 for row in history if row[1] == "train")  # one per training-phase step, resumed ones too
     distributed.rank_generator(gen, cfg.seed, dp, step)  # under torchrun: each process its own samples
 
     atlas_t = cohort.atlas[None].to(device)
@@ -315,7 +317,8 @@ def train_oneshot(atlas_path: str | Path, atlas_labels_path: str | Path, images,
                                                  gen, w_brbs, flows)
                     terms = {"loss": terms["loss"] + seg["loss"], "semantic": terms["semantic"], "lower": seg["loss"]}
                 if phase == "train" and cfg.ema is not None:
-                    update_ema(ema, model, cfg.ema)
+                    update_ema(ema, model, cfg.ema, ema_updates)
+                    ema_updates += 1
                 budget.tick()
                 if on_step is not None:
                     on_step(budget.step, budget.fraction, phase, model)
@@ -350,8 +353,13 @@ def self_labels(model, cohort, device) -> torch.Tensor:
     return torch.stack(labels)
 
 
-def update_ema(ema: dict, model, decay: float) -> None:
-    """``ema`` (name -> tensor, empty at first) moved towards the segmentation network's current weights."""
+def update_ema(ema: dict, model, decay: float, updates: int = 0) -> None:
+    """``ema`` (name -> tensor, empty at first) moved towards the segmentation network's current weights.
+
+    ``updates`` is how many updates came before this one; the decay is warmed up as min(decay, (1 + t) / (10 + t))
+    (TensorFlow's ExponentialMovingAverage with num_updates), so after 100 updates the average spans about the last
+    10 steps rather than still holding a third of the first weights (0.99 ** 100 = 0.37)."""
+    decay = min(decay, (1 + updates) / (10 + updates))
     for name, value in model.state_dict().items():
         if not name.startswith(("seg_decoder.", "seg_encoder.")):
             continue
