@@ -11,6 +11,7 @@ from pathlib import Path
 from BiJROSLib.bindings import Binding
 
 RECIPE_CHOICES = (("bijros", "Bi-JROS (bi-level decoders)"), ("brbs", "BRBS (registration-made training data)"))
+BUDGET_CHOICES = (("minutes", "by time"), ("iterations", "by steps"))
 
 
 class CohortSection:
@@ -21,7 +22,9 @@ class CohortSection:
                     states=("scene", "folder")),
             Binding("cohortVolumesComboBox", "CohortVolume", "nodes"),
             Binding("recipeComboBox", "Recipe", "choice", "bijros"),
+            Binding("cohortBudgetUnitComboBox", "CohortBudgetUnit", "choice", "minutes"),
             Binding("cohortMinutesSpinBox", "CohortMinutes", "float", "20"),
+            Binding("cohortStepsSpinBox", "CohortSteps", "int", "1000"),
             Binding("modelNameLineEdit", "OneShotModelName", "text", "one-shot model"),
             Binding("oneShotModelComboBox", "OneShotModel", "choice", ""),
         ]
@@ -32,6 +35,7 @@ class CohortSection:
 
         ui = widget.ui
         fillComboBox(ui.recipeComboBox, RECIPE_CHOICES)
+        fillComboBox(ui.cohortBudgetUnitComboBox, BUDGET_CHOICES)
         fillModels(widget)
         ui.cohortFolderButton.connect("directoryChanged(QString)", lambda folder: setFolder(widget, folder))
         ui.trainButton.connect("clicked(bool)", lambda _checked=False: train(widget))
@@ -45,8 +49,11 @@ class CohortSection:
         idle = widget._job is None
         reason = trainingProblem(widget)
         ui.trainButton.enabled = idle and not reason
-        ui.trainButton.toolTip = reason or ("Align the cohort to the atlas, then train for the time set; progress "
+        ui.trainButton.toolTip = reason or ("Align the cohort to the atlas, then train for the budget set; progress "
                                             "below. Cancel keeps the last checkpoint: Train again continues.")
+        bySteps = widget._parameterNode.GetParameter("CohortBudgetUnit") == "iterations"
+        ui.cohortStepsSpinBox.visible = bySteps
+        ui.cohortMinutesSpinBox.visible = not bySteps
         fromFolder = widget._parameterNode.GetParameter("CohortSource") == "folder"
         ui.cohortFolderButton.enabled = fromFolder
         ui.cohortVolumesComboBox.enabled = not fromFolder
@@ -163,15 +170,20 @@ def train(widget) -> None:
               "cohortVolumes": None if fromFolder else cohortVolumes(widget),
               "cohortFolder": node.GetParameter("CohortFolder") if fromFolder else None,
               "modelName": node.GetParameter("OneShotModelName") or "one-shot model",
-              "recipe": node.GetParameter("Recipe") or "bijros",
-              "minutes": float(node.GetParameter("CohortMinutes") or 20), "device": node.GetParameter("Device") or "auto"}
+              "recipe": node.GetParameter("Recipe") or "bijros", "device": node.GetParameter("Device") or "auto"}
+    if node.GetParameter("CohortBudgetUnit") == "iterations":
+        kwargs["iterations"] = int(float(node.GetParameter("CohortSteps") or 1000))
+        budget = f"{kwargs['iterations']} steps"
+    else:
+        kwargs["minutes"] = float(node.GetParameter("CohortMinutes") or 20)
+        budget = f"{kwargs['minutes']:g} min"
     try:
         job = widget.logic.startCohortTraining(atlas, segmentation, **kwargs)
     except (ValueError, RuntimeError) as exc:
         slicer.util.errorDisplay(str(exc), windowTitle="BiJROS: cannot train")
         return
     cohort = kwargs["cohortFolder"] or f"{len(kwargs['cohortVolumes'])} scene volumes"
-    widget.trackJob(job, f"Training '{job.modelFolder.name}' ({kwargs['recipe']}, {kwargs['minutes']:g} min) from "
+    widget.trackJob(job, f"Training '{job.modelFolder.name}' ({kwargs['recipe']}, {budget}) from "
                          f"atlas '{atlas.GetName() if atlas is not None else atlasName}' and the cohort {cohort}")
 
 

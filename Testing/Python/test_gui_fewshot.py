@@ -315,6 +315,15 @@ def test_cohort_learning_trains_and_segments_every_volume(fs, shared_data, tmp_p
     ui.trainButton.click()  # the library atlas by name, the two checked volumes
     assert trained["args"] == (None, None) and trained["kwargs"]["atlasName"] == ui.atlasLibraryComboBox.currentData
     assert [v.GetID() for v in trained["kwargs"]["cohortVolumes"]] == [v.GetID() for v in cohort]
+    assert trained["kwargs"]["minutes"] == 20 and "iterations" not in trained["kwargs"]  # the default budget: time
+    ui.cohortBudgetUnitComboBox.setCurrentIndex(ui.cohortBudgetUnitComboBox.findData("iterations"))
+    assert fs._parameterNode.GetParameter("CohortBudgetUnit") == "iterations"
+    assert not ui.cohortStepsSpinBox.isHidden() and ui.cohortMinutesSpinBox.isHidden()
+    ui.cohortStepsSpinBox.value = 300
+    ui.trainButton.click()  # a budget in steps reaches the logic as iterations, without minutes
+    assert trained["kwargs"]["iterations"] == 300 and "minutes" not in trained["kwargs"]
+    ui.cohortBudgetUnitComboBox.setCurrentIndex(ui.cohortBudgetUnitComboBox.findData("minutes"))
+    assert not ui.cohortMinutesSpinBox.isHidden() and ui.cohortStepsSpinBox.isHidden()
     monkeypatch.undo()
     monkeypatch.setenv("BIJROS_CONFIG_DIR", str(tmp_path / "config"))
     ui.multiAtlasRadioButton.click()
