@@ -45,8 +45,8 @@ class OneShotConfig:
     # segmentation decoder's own predictions on the cohort (one round of self-training); None: never
     learning_rate: float = 1e-3
     ema: float | None = 0.99  # the exported segmentation network: an exponential moving average of its weights
-    # (warmed up: the t-th update uses min(ema, (1 + t) / (10 + t)), so a short run is not dominated by its first steps)
-    # over the training phase with this decay (None: the last step's weights)
+    # over the training phase with this decay (None: the last step's weights), warmed up: the t-th update uses
+    # min(ema, (1 + t) / (10 + t)), so a short run is not dominated by its first steps
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 50
@@ -353,12 +353,12 @@ def self_labels(model, cohort, device) -> torch.Tensor:
     return torch.stack(labels)
 
 
-def update_ema(ema: dict, model, decay: float, updates: int = 0) -> None:
+def update_ema(ema: dict, model, decay: float, updates: int) -> None:
     """``ema`` (name -> tensor, empty at first) moved towards the segmentation network's current weights.
 
     ``updates`` is how many updates came before this one; the decay is warmed up as min(decay, (1 + t) / (10 + t))
     (TensorFlow's ExponentialMovingAverage with num_updates), so after 100 updates the average spans about the last
-    10 steps rather than still holding a third of the first weights (0.99 ** 100 = 0.37)."""
+    12 steps rather than still holding a third of the first weights (0.99 ** 100 = 0.37)."""
     decay = min(decay, (1 + updates) / (10 + updates))
     for name, value in model.state_dict().items():
         if not name.startswith(("seg_decoder.", "seg_encoder.")):
